@@ -1,0 +1,60 @@
+"""``invlab.invert``: every inversion method behind one call.
+
+A method is registered with an options dataclass (its documented defaults) and a runner
+``fn(setup, hooks, options, check_finite=..., show_progress=...) -> Trajectory``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable
+
+import torch
+
+from ..loop import Setup
+from ..models.base import Denoiser
+from ..trace import Trajectory
+from .naive import NaiveOptions, invert_naive
+
+#: method name -> (options dataclass, runner)
+METHODS: dict[str, tuple[type, Callable[..., Trajectory]]] = {
+    "naive": (NaiveOptions, invert_naive),
+}
+
+
+def register_method(name: str, options_cls: type, runner: Callable[..., Trajectory]) -> None:
+    METHODS[name] = (options_cls, runner)
+
+
+def make_options(method: str, options: Any = None, **kwargs: Any):
+    """Build a method's options from an options object and/or keyword overrides."""
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; choose one of {sorted(METHODS)}")
+    cls = METHODS[method][0]
+    if options is not None and not isinstance(options, cls):
+        raise TypeError(f"options for method {method!r} must be a {cls.__name__}, got {type(options).__name__}")
+    names = {f.name for f in dataclasses.fields(cls)}
+    bad = set(kwargs) - names
+    if bad:
+        raise TypeError(f"method {method!r} has no option(s) {sorted(bad)}; its options are {sorted(names)}")
+    return dataclasses.replace(options, **kwargs) if options is not None else cls(**kwargs)
+
+
+def invert(model: Denoiser, x0: torch.Tensor, steps: int = 50, solver: str = "ddim", method: str = "naive",
+           guidance: float = 1.0, cond: Any = None, hooks: Any = None, *, options: Any = None,
+           grid_overrides: dict | None = None, check_finite: bool = True, show_progress: bool = False,
+           **kwargs: Any) -> Trajectory:
+    """Invert ``x0`` (a clean sample, shape ``(B, *model.sample_shape)``) to an estimate of z_T.
+
+    ``solver`` names the sampler being inverted ("ddim" | "dpmpp2m"): its grid (and order
+    pattern) is walked backwards. ``method`` picks the algorithm (see ``METHODS``); its options
+    come from ``options=`` (the method's dataclass) and/or keywords, e.g. ``label="current"``.
+    Returns a :class:`Trajectory` whose ``.final`` estimates z_T.
+    """
+    opts = make_options(method, options, **kwargs)
+    setup = Setup(model, x0, steps, solver, guidance, cond, "x0", grid_overrides)
+    runner = METHODS[method][1]
+    return runner(setup, hooks, opts, check_finite=check_finite, show_progress=show_progress)
+
+
+__all__ = ["METHODS", "NaiveOptions", "invert", "make_options", "register_method"]

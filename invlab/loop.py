@@ -1,0 +1,144 @@
+"""The step loop's bookkeeping, shared by every sampler and inversion method.
+
+A method owns its mathematics; the :class:`Runner` owns everything around it: input checks,
+timing, NFE accounting, interventions, the non-finite guard, observers and the trajectory.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Sequence
+
+import torch
+
+from .models.base import Denoiser, EpsOutput, check_guidance
+from .schedules import SOLVERS, Grid, Level, check_steps
+from .trace import NonFiniteError, StepRecord, Trajectory, split_hooks
+
+
+class Setup:
+    """Validated inputs of a run (model, state, condition, guidance, grid)."""
+
+    def __init__(self, model: Denoiser, x: torch.Tensor, steps: int, solver: str, guidance: float, cond: Any,
+                 what: str, grid_overrides: dict | None = None):
+        if not isinstance(model, Denoiser):
+            raise TypeError(f"model must be an invlab Denoiser (from invlab.load_model); got {type(model).__name__}")
+        self.model = model
+        self.x = model.check_input(x, what)
+        self.steps = check_steps(steps, model.schedule.num_train_timesteps)
+        if solver not in SOLVERS:
+            raise ValueError(f"unknown solver {solver!r}; choose one of {SOLVERS}")
+        self.solver = solver
+        self.guidance = check_guidance(guidance)
+        if cond is None and self.guidance != 1.0:
+            raise ValueError(
+                f"guidance={guidance} needs a condition to guide towards; pass cond=... "
+                "(a class index for class-conditional models) or use guidance=1"
+            )
+        self.cond = model.check_cond(cond, x.shape[0], x)
+        self.grid: Grid = model.schedule.grid(self.steps, solver, **(grid_overrides or {}))
+
+    def eps(self, x: torch.Tensor, label: float) -> EpsOutput:
+        return self.model.eps(x, label, self.cond, self.guidance)
+
+
+class Runner:
+    """Per-step bookkeeping. Use::
+
+        run = Runner(setup, hooks, config, levels)
+        for i in range(n):
+            st = run.begin(i, t_model)
+            ... st["eps"] = ...; run.after_eps(st) ...
+            run.finish(st, x_next, residual=..., extras=...)
+        return run.trajectory(final)
+    """
+
+    def __init__(self, setup: Setup, hooks: Any, config: dict[str, Any], levels: Sequence[Level],
+                 check_finite: bool = True):
+        self.setup = setup
+        self.model = setup.model
+        self.levels = list(levels)
+        self.observers, self.interventions = split_hooks(hooks)
+        self.check_finite = check_finite
+        self.config = {
+            "model": self.model.name, "steps": setup.steps, "solver": setup.solver, "guidance": setup.guidance,
+            "dtype": str(setup.x.dtype).replace("torch.", ""), "device": str(setup.x.device),
+            "timesteps": setup.grid.labels, "orders": list(setup.grid.orders),
+            "spacing": setup.grid.spacing, **config,
+        }
+        self.records: list[StepRecord] = []
+        self.start = setup.x.detach().to("cpu", copy=True)
+        for o in self.observers:
+            o.on_start(self.config)
+
+    # --------------------------------------------------------------- per step
+    def begin(self, index: int, t_model: float, order: int = 1) -> dict[str, Any]:
+        cur, nxt = self.levels[index], self.levels[index + 1]
+        return {"index": index, "t_cur": cur.label, "t_next": nxt.label, "t_model": t_model, "order": order,
+                "_nfe0": self.model.nfe, "_t0": time.perf_counter(), "extras": {}}
+
+    def set_eps(self, st: dict[str, Any], out: EpsOutput) -> None:
+        st["eps"], st["eps_cond"], st["eps_uncond"] = out.eps, out.eps_cond, out.eps_uncond
+        self._guard(st, "eps", out.eps)
+        self._intervene(st, "eps")
+
+    def finish(self, st: dict[str, Any], x_next: torch.Tensor, residual: float | None = None,
+               extras: dict[str, Any] | None = None) -> torch.Tensor:
+        st["x_next"] = x_next
+        if extras:
+            st["extras"].update(extras)
+        self._intervene(st, "step")
+        self._guard(st, "x_next", st["x_next"])
+        if st["x_next"].is_cuda:
+            torch.cuda.synchronize(st["x_next"].device)
+        rec = StepRecord(
+            index=st["index"], t_cur=st["t_cur"], t_next=st["t_next"], t_model=st["t_model"],
+            guidance=self.setup.guidance, order=st["order"], nfe=self.model.nfe - st["_nfe0"],
+            seconds=time.perf_counter() - st["_t0"], residual=residual, extras=st["extras"],
+        )
+        tensors = {k: st.get(k) for k in ("x_cur", "x_next", "eps", "x0_hat", "eps_cond", "eps_uncond")}
+        for o in self.observers:
+            o.on_step(rec, tensors)
+        self.records.append(rec)
+        return st["x_next"]
+
+    def trajectory(self, final: torch.Tensor) -> Trajectory:
+        return Trajectory(self.records, final, self.levels, self.config, start=self.start)
+
+    # --------------------------------------------------------------- helpers
+    def _intervene(self, st: dict[str, Any], stage: str) -> None:
+        for h in self.interventions:
+            if h.stage != stage:
+                continue
+            out = h(st["index"], {k: st.get(k) for k in ("x_cur", "x_next", "eps", "x0_hat", "eps_cond", "eps_uncond")})
+            if not out:
+                continue
+            extras = out.pop("extras", None) if isinstance(out, dict) else None
+            bad = set(out) - set(h.keys)
+            if bad:
+                raise ValueError(f"{type(h).__name__} returned {sorted(bad)} but declared only {sorted(h.keys)}")
+            for k, v in out.items():
+                ref = st[k]
+                if not isinstance(v, torch.Tensor) or v.shape != ref.shape:
+                    raise ValueError(f"{type(h).__name__} must return {k} as a tensor of shape {tuple(ref.shape)}")
+                st[k] = v.to(dtype=ref.dtype, device=ref.device)
+            if extras:
+                st["extras"].update(extras)
+            if stage == "eps" and "x_cur" in out:
+                st["x0_hat"] = None  # recomputed by the method from the replaced state
+
+    def _guard(self, st: dict[str, Any], what: str, value: torch.Tensor) -> None:
+        if self.check_finite and not torch.isfinite(value).all():
+            raise NonFiniteError(
+                f"non-finite values in {what} at step {st['index']} (level {st['t_cur']:g} -> {st['t_next']:g}, "
+                f"network label {st['t_model']:g}); the run was stopped there. Try float64, fewer/larger "
+                "guidance, or inspect the records of the steps before it with a Recorder."
+            )
+
+
+def progress(iterable, enabled: bool, desc: str):
+    if not enabled:
+        return iterable
+    from tqdm.auto import tqdm
+
+    return tqdm(iterable, desc=desc, leave=False)

@@ -1,0 +1,170 @@
+"""The one model interface every method talks to: ``Denoiser``.
+
+A ``Denoiser`` answers one question: *what is eps at (x, label, cond)?*  Everything model
+specific lives in a subclass (an adapter): the network call, its prediction type, how a
+condition is encoded and what the "unconditional" input is. This base class does the rest,
+once, for every model:
+
+* prediction types ``epsilon`` / ``v_prediction`` / ``sample`` (x0) are converted to eps here,
+  with the (alpha, sigma) of the label the network was fed;
+* classifier-free guidance ``eps = eps_u + w * (eps_c - eps_u)`` is formed here, and the
+  conditional and unconditional outputs are both returned so hooks can see them;
+* NFE is counted here.
+
+**NFE convention.** One NFE is one evaluation of the (guided) eps field: a call of
+:meth:`Denoiser.eps`. With guidance the network runs once on a batch of 2B (conditional and
+unconditional halves together); that is still one NFE. ``net_calls`` counts forward passes of
+the underlying network and ``net_rows`` the rows they processed, for cost accounting.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from ..schedules import NoiseSchedule
+
+PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
+
+
+@dataclass
+class EpsOutput:
+    """Guided eps and the branches it was made of (``None`` where not computed)."""
+
+    eps: torch.Tensor
+    eps_cond: torch.Tensor | None
+    eps_uncond: torch.Tensor | None
+
+
+def check_guidance(guidance: Any) -> float:
+    try:
+        w = float(guidance)
+    except (TypeError, ValueError):
+        raise TypeError(f"guidance must be a number (got {guidance!r}); pass e.g. guidance=3.0") from None
+    if not torch.isfinite(torch.tensor(w)) or w < 0:
+        raise ValueError(f"guidance must be a finite number >= 0 (got {guidance}); 1 means no guidance")
+    return w
+
+
+class Denoiser(torch.nn.Module):
+    """Base class: subclasses implement :meth:`forward_raw` and set the attributes below.
+
+    Attributes
+    ----------
+    schedule : NoiseSchedule
+    sample_shape : tuple[int, ...]   shape of one sample (no batch dimension)
+    num_classes : int | None         None when the model is unconditional
+    prediction_type : str            what :meth:`forward_raw` returns
+    name : str
+    """
+
+    name: str = "denoiser"
+    is_latent: bool = False
+
+    def __init__(self, schedule: NoiseSchedule, sample_shape: tuple[int, ...], prediction_type: str = "epsilon",
+                 num_classes: int | None = None):
+        super().__init__()
+        if prediction_type not in PREDICTION_TYPES:
+            raise ValueError(
+                f"unknown prediction_type {prediction_type!r}; choose one of {PREDICTION_TYPES} "
+                "(diffusers' names: 'epsilon', 'v_prediction', 'sample')"
+            )
+        self.schedule = schedule
+        self.sample_shape = tuple(int(s) for s in sample_shape)
+        self.prediction_type = prediction_type
+        self.num_classes = num_classes
+        self.reset_counters()
+
+    # ------------------------------------------------------------ adapter API
+    def forward_raw(self, x: torch.Tensor, label: float, cond: Any) -> torch.Tensor:
+        """The network's own output for a batch ``x`` at ``label``; ``cond`` is already
+        encoded by :meth:`encode_cond` (``None`` row entries mean "unconditional")."""
+        raise NotImplementedError
+
+    def null_cond(self, batch: int, like: torch.Tensor) -> Any:
+        """The unconditional input for CFG (a null class, an empty prompt...)."""
+        raise NotImplementedError(f"{type(self).__name__} has no unconditional input")
+
+    def check_cond(self, cond: Any, batch: int, like: torch.Tensor) -> Any:
+        """Validate and normalise a user condition; return what :meth:`forward_raw` takes."""
+        if cond is not None:
+            raise ValueError(f"{self.name} is unconditional; pass cond=None")
+        return None
+
+    def concat_cond(self, a: Any, b: Any) -> Any:
+        return torch.cat([a, b])
+
+    # ------------------------------------------------------------- counters
+    def reset_counters(self) -> None:
+        self.nfe = 0
+        self.net_calls = 0
+        self.net_rows = 0
+
+    # ------------------------------------------------------------- checks
+    def check_input(self, x: torch.Tensor, what: str = "x") -> torch.Tensor:
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"{what} must be a torch.Tensor of shape (B, {', '.join(map(str, self.sample_shape))})")
+        if tuple(x.shape[1:]) != self.sample_shape or x.dim() != len(self.sample_shape) + 1:
+            hint = " (add a batch dimension: x[None])" if tuple(x.shape) == self.sample_shape else ""
+            raise ValueError(
+                f"{what} has shape {tuple(x.shape)} but {self.name} takes (B, "
+                f"{', '.join(map(str, self.sample_shape))}){hint}"
+            )
+        if not x.is_floating_point():
+            raise TypeError(f"{what} must be a floating tensor (got {x.dtype}); use x.float() or x.double()")
+        if not torch.isfinite(x).all():
+            raise ValueError(f"{what} contains NaN or inf; check the input image/latent before inverting")
+        return x
+
+    # ------------------------------------------------------------- eps
+    def to_eps(self, out: torch.Tensor, x: torch.Tensor, label: float) -> torch.Tensor:
+        """Convert a raw output of this model's prediction type to eps at ``label``."""
+        lv = self.schedule.level(label)
+        if self.prediction_type == "epsilon":
+            return out
+        if self.prediction_type == "v_prediction":  # v = alpha*eps - sigma*x0  =>  eps = sigma*x + alpha*v
+            return lv.sigma * x + lv.alpha * out
+        return (x - lv.alpha * out) / lv.sigma  # x0-prediction
+
+    @property
+    def is_conditional(self) -> bool:
+        return self.num_classes is not None
+
+    def eps(self, x: torch.Tensor, label: float, cond: Any = None, guidance: float = 1.0) -> EpsOutput:
+        """Guided eps at ``(x, label)``; counts one NFE.
+
+        ``cond`` is what :meth:`check_cond` returned (``None``: unconditional).
+        ``guidance=1`` runs only the conditional branch, ``guidance=0`` only the unconditional
+        one, anything else both halves in one batch of 2B.
+        """
+        self.nfe += 1
+        b = x.shape[0]
+        if cond is None or guidance == 0.0:
+            c = self.null_cond(b, x) if self.is_conditional else None
+            e = self.to_eps(self._net(x, label, c), x, label)
+            return EpsOutput(e, None, e)
+        if guidance == 1.0:
+            e = self.to_eps(self._net(x, label, cond), x, label)
+            return EpsOutput(e, e, None)
+        xx = torch.cat([x, x])
+        both = self.to_eps(self._net(xx, label, self.concat_cond(cond, self.null_cond(b, x))), xx, label)
+        e_c, e_u = both.chunk(2)
+        return EpsOutput(e_u + guidance * (e_c - e_u), e_c, e_u)
+
+    def _net(self, x: torch.Tensor, label: float, cond: Any) -> torch.Tensor:
+        self.net_calls += 1
+        self.net_rows += x.shape[0]
+        return self.forward_raw(x, label, cond)
+
+    # ------------------------------------------------------------- latents
+    def encode(self, image: torch.Tensor) -> torch.Tensor:
+        raise TypeError(f"{self.name} works in pixel space; it has no encoder (use the image itself)")
+
+    def decode(self, latent: torch.Tensor) -> torch.Tensor:
+        raise TypeError(f"{self.name} works in pixel space; it has no decoder (the latent is the image)")
+
+    def extra_repr(self) -> str:
+        return (f"name={self.name!r}, sample_shape={self.sample_shape}, prediction_type={self.prediction_type!r}, "
+                f"num_classes={self.num_classes}")

@@ -1,0 +1,219 @@
+"""Analytic models: Gaussian mixtures whose eps is known in closed form.
+
+Data: ``p0(x) = sum_k w_k N(x; mu_k, diag(s_k^2))``. Under the VP forward process the
+marginal at a level (alpha, sigma) is again a mixture,
+``p_t(x) = sum_k w_k N(x; alpha mu_k, diag(alpha^2 s_k^2 + sigma^2))``, so the score and the
+exact noise prediction ``eps*(x) = -sigma * grad log p_t(x)`` are closed form:
+
+    v_k   = alpha^2 s_k^2 + sigma^2                        (per dimension)
+    r_k   = softmax_k( log w_k - 1/2 sum_d [(x - alpha mu_k)^2 / v_k + log v_k] )
+    eps*  = sigma * sum_k r_k (x - alpha mu_k) / v_k
+
+Class conditioning restricts the sum to the components of one class, so classifier-free
+guidance means something: the unconditional model is the full mixture. These models are
+"perfect networks": every error an inversion shows on them is the algorithm's, not the
+network's. They run in float64 or float32 (they follow the input's dtype and device).
+"""
+
+from __future__ import annotations
+
+import math
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..schedules import NoiseSchedule
+from .base import Denoiser
+
+ASSETS = Path(__file__).resolve().parent.parent / "assets"
+DIGITS_ASSET = ASSETS / "gmm_digits.safetensors"
+
+
+class GaussianMixture(Denoiser):
+    """A class-conditional Gaussian mixture with diagonal covariances and exact eps.
+
+    Parameters
+    ----------
+    means, variances : (K, *sample_shape) tensors
+    weights : (K,) mixture weights (normalised here)
+    classes : (K,) class index of each component, or None for an unconditional mixture
+    """
+
+    def __init__(self, means: torch.Tensor, variances: torch.Tensor, weights: torch.Tensor | None = None,
+                 classes: torch.Tensor | None = None, schedule: NoiseSchedule | None = None,
+                 name: str = "gmm"):
+        means = torch.as_tensor(means, dtype=torch.float64)
+        variances = torch.as_tensor(variances, dtype=torch.float64).expand_as(means).clone()
+        K = means.shape[0]
+        if (variances <= 0).any():
+            raise ValueError("component variances must be > 0")
+        weights = torch.ones(K, dtype=torch.float64) if weights is None else torch.as_tensor(weights, dtype=torch.float64)
+        if weights.shape != (K,) or (weights <= 0).any():
+            raise ValueError(f"weights must be {K} positive numbers")
+        num_classes = None
+        if classes is not None:
+            classes = torch.as_tensor(classes, dtype=torch.long)
+            if classes.shape != (K,) or classes.min() < 0:
+                raise ValueError(f"classes must be {K} non-negative class indices")
+            num_classes = int(classes.max()) + 1
+        super().__init__(schedule or NoiseSchedule.stable_diffusion(), tuple(means.shape[1:]), "epsilon", num_classes)
+        self.name = name
+        self.register_buffer("means", means.reshape(K, -1))
+        self.register_buffer("variances", variances.reshape(K, -1))
+        self.register_buffer("log_weights", (weights / weights.sum()).log())
+        self.register_buffer("classes", classes if classes is not None else torch.zeros(K, dtype=torch.long))
+        self._cache: dict[Any, tuple[torch.Tensor, ...]] = {}
+
+    # -------------------------------------------------------------- params
+    def _params(self, like: torch.Tensor):
+        key = (like.dtype, like.device)
+        if key not in self._cache:
+            self._cache[key] = tuple(p.to(dtype=like.dtype, device=like.device)
+                                     for p in (self.means, self.variances, self.log_weights))
+        return self._cache[key]
+
+    # -------------------------------------------------------------- conditions
+    def check_cond(self, cond: Any, batch: int, like: torch.Tensor) -> torch.Tensor | None:
+        if cond is None:
+            return None
+        if self.num_classes is None:
+            raise ValueError(f"{self.name} is unconditional; pass cond=None")
+        c = torch.as_tensor(cond, dtype=torch.long, device=like.device)
+        if c.dim() == 0:
+            c = c.expand(batch)
+        if c.shape != (batch,):
+            raise ValueError(f"cond must be one class index or {batch} of them (one per row); got shape {tuple(c.shape)}")
+        if c.min() < 0 or c.max() >= self.num_classes:
+            raise ValueError(f"class index out of range: got {c.tolist()}, {self.name} has classes 0..{self.num_classes - 1}")
+        return c
+
+    def null_cond(self, batch: int, like: torch.Tensor) -> torch.Tensor:
+        return torch.full((batch,), -1, dtype=torch.long, device=like.device)
+
+    # -------------------------------------------------------------- exact eps
+    def _responsibilities(self, x: torch.Tensor, alpha: float, sigma: float, cond: torch.Tensor | None):
+        mu, s2, logw = self._params(x)
+        xf = x.reshape(x.shape[0], 1, -1)                               # (B, 1, d)
+        v = alpha * alpha * s2 + sigma * sigma                          # (K, d)
+        diff = xf - alpha * mu                                          # (B, K, d)
+        logp = logw - 0.5 * ((diff * diff) / v + v.log()).sum(-1)       # (B, K)
+        if cond is not None:
+            allowed = (cond[:, None] < 0) | (cond[:, None] == self.classes.to(cond.device)[None, :])
+            logp = logp.masked_fill(~allowed, -math.inf)
+        return logp.softmax(-1), diff, v
+
+    def forward_raw(self, x: torch.Tensor, label: float, cond: torch.Tensor | None) -> torch.Tensor:
+        lv = self.schedule.level(label)
+        r, diff, v = self._responsibilities(x, lv.alpha, lv.sigma, cond)
+        eps = lv.sigma * (r[..., None] * diff / v).sum(1)
+        return eps.reshape(x.shape)
+
+    # -------------------------------------------------------------- truth
+    def sample_data(self, n: int, cond: Any = None, generator: torch.Generator | None = None,
+                    dtype: torch.dtype = torch.float64) -> torch.Tensor:
+        """Exact samples from the data distribution (optionally of one class)."""
+        logw = self.log_weights.clone()
+        if cond is not None:
+            c = self.check_cond(cond, n, self.means)
+            comp = torch.empty(n, dtype=torch.long)
+            for i, ci in enumerate(c.tolist()):
+                lw = logw.masked_fill(self.classes != ci, -math.inf)
+                comp[i] = torch.multinomial(lw.softmax(0), 1, generator=generator)
+        else:
+            comp = torch.multinomial(logw.softmax(0), n, replacement=True, generator=generator)
+        z = torch.randn(n, self.means.shape[1], generator=generator, dtype=torch.float64)
+        x = self.means[comp] + self.variances[comp].sqrt() * z
+        return x.reshape(n, *self.sample_shape).to(dtype)
+
+    def log_prob(self, x: torch.Tensor, label: float | None = None) -> torch.Tensor:
+        """Exact log density of the data (``label=None``) or of the marginal at ``label``."""
+        alpha, sigma = (1.0, 0.0) if label is None else (self.schedule.alpha(label), self.schedule.sigma(label))
+        mu, s2, logw = self._params(x)
+        d = mu.shape[1]
+        v = alpha * alpha * s2 + sigma * sigma
+        diff = x.reshape(x.shape[0], 1, -1) - alpha * mu
+        logp = logw - 0.5 * ((diff * diff) / v + v.log()).sum(-1) - 0.5 * d * math.log(2 * math.pi)
+        return logp.logsumexp(-1)
+
+
+def gaussian_flow_map(x: torch.Tensor, mean: torch.Tensor, var: torch.Tensor,
+                      alpha_from: float, sigma_from: float, alpha_to: float, sigma_to: float) -> torch.Tensor:
+    """Exact probability-flow map between two levels for Gaussian data N(mean, diag(var)).
+
+    The marginal at (alpha, sigma) is N(alpha mean, alpha^2 var + sigma^2), and the PF-ODE keeps
+    each point's standardised coordinate fixed, so the map is affine:
+    x_to = alpha_to mean + sqrt(v_to / v_from) (x_from - alpha_from mean).
+    """
+    v_from = alpha_from**2 * var + sigma_from**2
+    v_to = alpha_to**2 * var + sigma_to**2
+    return alpha_to * mean + (v_to / v_from).sqrt() * (x - alpha_from * mean)
+
+
+# ---------------------------------------------------------------------- named models
+def gmm_2d(schedule: NoiseSchedule | None = None) -> GaussianMixture:
+    """Six components on a ring of radius 2, two per class (3 classes)."""
+    angles = torch.arange(6, dtype=torch.float64) * (2 * math.pi / 6) + math.pi / 6
+    means = 2.0 * torch.stack([angles.cos(), angles.sin()], dim=1)
+    stds = torch.tensor([0.30, 0.18, 0.30, 0.18, 0.30, 0.18], dtype=torch.float64)
+    variances = (stds**2)[:, None].expand(6, 2)
+    classes = torch.tensor([0, 0, 1, 1, 2, 2])
+    weights = torch.tensor([1.0, 0.6, 1.0, 0.6, 1.0, 0.6])
+    return GaussianMixture(means, variances, weights, classes, schedule, name="gmm-2d")
+
+
+def build_digits_mixture(size: int = 16, per_class: int = 4, var_floor: float = 0.01, seed: int = 0):
+    """Fit ``per_class`` diagonal Gaussians per digit class (k-means) on scikit-learn's digits.
+
+    Returns a dict of tensors (means, variances, weights, classes). Used once to write the
+    shipped asset; ``load_model("gmm-digits")`` reads the asset so it loads fast and exactly.
+    """
+    from sklearn.cluster import KMeans
+
+    from ..data import digits_images
+
+    images, labels = digits_images(size=size, split="all")
+    flat = images.reshape(len(images), -1).double()
+    means, variances, weights, classes = [], [], [], []
+    for c in range(10):
+        xc = flat[labels == c].numpy()
+        km = KMeans(n_clusters=per_class, n_init=10, random_state=seed).fit(xc)
+        for k in range(per_class):
+            members = torch.from_numpy(xc[km.labels_ == k])
+            means.append(members.mean(0))
+            variances.append(members.var(0, unbiased=False) + var_floor)
+            weights.append(float(len(members)))
+            classes.append(c)
+    return {
+        "means": torch.stack(means).reshape(-1, 1, size, size),
+        "variances": torch.stack(variances).reshape(-1, 1, size, size),
+        "weights": torch.tensor(weights, dtype=torch.float64),
+        "classes": torch.tensor(classes, dtype=torch.long),
+    }
+
+
+def write_digits_asset(path: Path = DIGITS_ASSET) -> Path:
+    from safetensors.torch import save_file
+
+    params = build_digits_mixture()
+    save_file({k: v.contiguous() for k, v in params.items()}, str(path),
+              metadata={"source": "sklearn.datasets.load_digits", "size": "16", "per_class": "4", "var_floor": "0.01"})
+    return path
+
+
+@lru_cache(maxsize=1)
+def _digits_params() -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(str(DIGITS_ASSET))
+
+
+def gmm_digits(schedule: NoiseSchedule | None = None) -> GaussianMixture:
+    """Digits as a mixture: 4 diagonal Gaussians per class on 1x16x16 images in [-1, 1]."""
+    p = _digits_params()
+    return GaussianMixture(p["means"], p["variances"], p["weights"], p["classes"], schedule, name="gmm-digits")
+
+
+if __name__ == "__main__":  # regenerate the shipped asset
+    print(write_digits_asset())

@@ -1,0 +1,45 @@
+"""``invlab.sample``: DDIM and DPM-Solver++(2M) exactly as diffusers runs them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from .loop import Runner, Setup, progress
+from .models.base import Denoiser
+from .steps import ddim_step, dpmpp2m_high_order, x0_from_eps
+from .trace import Trajectory
+
+
+def sample(model: Denoiser, z_T: torch.Tensor, steps: int = 50, solver: str = "ddim", guidance: float = 1.0,
+           cond: Any = None, hooks: Any = None, *, grid_overrides: dict | None = None, check_finite: bool = True,
+           show_progress: bool = False) -> Trajectory:
+    """Sample from noise ``z_T`` (shape ``(B, *model.sample_shape)``) down the solver's grid.
+
+    solver: "ddim" (eta = 0) or "dpmpp2m" (DPM-Solver++(2M), diffusers' order pattern:
+    first step first order; last step first order when ``lower_order_final`` applies).
+    The timesteps are those of the diffusers scheduler built from ``model.schedule.config``
+    (``grid_overrides`` changes its config, e.g. ``{"timestep_spacing": "trailing"}``).
+    Returns a :class:`Trajectory`; ``.final`` is the sample.
+    """
+    setup = Setup(model, z_T, steps, solver, guidance, cond, "z_T", grid_overrides)
+    grid = setup.grid
+    run = Runner(setup, hooks, {"direction": "sample", "method": solver, "label": "own"}, grid.levels, check_finite)
+    with torch.no_grad():
+        x = setup.x
+        x0_prev = None  # the data prediction of the previous step (DPM-Solver++ history)
+        for i in progress(range(setup.steps), show_progress, f"sample {solver}"):
+            r, s, t = grid.levels[max(i - 1, 0)], grid.levels[i], grid.levels[i + 1]
+            order = grid.orders[i]
+            st = run.begin(i, s.label, order)
+            st["x_cur"] = x
+            run.set_eps(st, setup.eps(x, s.label))
+            x = st["x_cur"]
+            x0 = st["x0_hat"] = x0_from_eps(x, st["eps"], s)
+            x_next = ddim_step(x0, st["eps"], t)
+            if order == 2:
+                x_next = x_next + dpmpp2m_high_order(x0, x0_prev, r, s, t, grid.solver_type)
+            x0_prev = x0
+            x = run.finish(st, x_next)
+    return run.trajectory(x)
