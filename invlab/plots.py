@@ -1,0 +1,97 @@
+"""Pure plotting functions: data in, matplotlib figure out (optionally saved to ``save``).
+
+They know nothing about methods or models: they draw arrays they are given.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+
+COLORS = {"naive": "#d62728", "easyinv": "#2ca02c", "exact": "#1f77b4", "sample": "#444444"}
+
+
+def save_figure(fig, save: str | Path | None, dpi: int = 120) -> None:
+    if save is None:
+        return
+    path = Path(save)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=dpi, bbox_inches="tight")
+
+
+def _np(x) -> np.ndarray:
+    if isinstance(x, torch.Tensor):
+        return x.detach().double().cpu().numpy()
+    return np.asarray(x, dtype=float)
+
+
+def plot_step_errors(errors: Mapping[str, Sequence[float]], x_labels: Sequence[float] | None = None,
+                     title: str = "ground-truth error after each inversion step", ylabel: str = "NMSE to the true latent",
+                     ax=None, save: str | Path | None = None):
+    """Error per step (log scale), one line per run. ``x_labels``: the level reached by each step."""
+    fig, ax = (ax.figure, ax) if ax is not None else plt.subplots(figsize=(6.4, 3.6))
+    for name, e in errors.items():
+        e = np.clip(_np(e), 1e-300, None)
+        xs = np.arange(1, len(e) + 1) if x_labels is None else np.asarray(x_labels, dtype=float)
+        ax.semilogy(xs, e, marker="o", ms=3, lw=1.5, label=name, color=COLORS.get(name.split()[0]))
+    ax.set_xlabel("inversion step" if x_labels is None else "timestep reached")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    save_figure(fig, save)
+    return fig
+
+
+def show_images(images, rows: int = 1, titles: Sequence[str] | None = None, row_labels: Sequence[str] | None = None,
+                cmap: str = "gray", vrange: tuple[float, float] | None = (-1, 1), save: str | Path | None = None,
+                scale: float = 1.3, suptitle: str | None = None):
+    """A grid of single-channel (or 3-channel) images given as (N, C, H, W), row-major."""
+    arr = _np(images)
+    n = arr.shape[0]
+    cols = int(np.ceil(n / rows))
+    fig, axes = plt.subplots(rows, cols, figsize=(scale * cols, scale * rows), squeeze=False)
+    for k, ax in enumerate(axes.flat):
+        ax.set_xticks([])
+        ax.set_yticks([])
+        if k >= n:
+            ax.axis("off")
+            continue
+        img = arr[k]
+        if img.shape[0] == 1:
+            img = img[0]
+        elif img.shape[0] == 3:
+            img = np.transpose(img, (1, 2, 0))
+            if vrange is not None:
+                img = (img - vrange[0]) / (vrange[1] - vrange[0])
+            img = np.clip(img, 0, 1)
+        else:  # a latent with several channels: show the first
+            img = img[0]
+        kw = {} if vrange is None or img.ndim == 3 else {"vmin": vrange[0], "vmax": vrange[1]}
+        ax.imshow(img, cmap=cmap, **kw)
+        if titles is not None and k < len(titles) and titles[k]:
+            ax.set_title(titles[k], fontsize=8)
+        if row_labels is not None and k % cols == 0:
+            ax.set_ylabel(row_labels[k // cols], fontsize=8)
+    if suptitle:
+        fig.suptitle(suptitle)
+    fig.tight_layout()
+    save_figure(fig, save)
+    return fig
+
+
+def plot_latent_rows(rows: Mapping[str, torch.Tensor], labels: Sequence[float], save: str | Path | None = None,
+                     vrange=(-2.5, 2.5), suptitle: str | None = None):
+    """Rows of latents of one sample at the same levels: e.g. truth vs each inversion method.
+
+    ``rows[name]`` is (n_levels, C, H, W); ``labels`` the timestep of each column.
+    """
+    names = list(rows)
+    stacked = torch.cat([rows[k] for k in names])
+    titles = [f"t={t:g}" for t in labels] + [""] * (len(stacked) - len(labels))
+    return show_images(stacked, rows=len(names), titles=titles, row_labels=names, vrange=vrange, save=save,
+                       suptitle=suptitle)
