@@ -54,10 +54,10 @@ DIGITS_VAE: dict[str, Any] = {
     "out_channels": 1,
     "down_block_types": ["DownEncoderBlock2D"] * 3,
     "up_block_types": ["UpDecoderBlock2D"] * 3,
-    "block_out_channels": [32, 64, 64],
+    "block_out_channels": [16, 32, 64],
     "layers_per_block": 1,
     "latent_channels": 4,
-    "norm_num_groups": 16,
+    "norm_num_groups": 8,
     "sample_size": 32,
 }
 
@@ -66,7 +66,7 @@ DIGITS_LATENT_UNET: dict[str, Any] = {
     "sample_size": 8,
     "in_channels": 4,
     "out_channels": 4,
-    "block_out_channels": [64, 128],
+    "block_out_channels": [64, 64],
     "down_block_types": ["DownBlock2D", "AttnDownBlock2D"],
     "up_block_types": ["AttnUpBlock2D", "UpBlock2D"],
     "layers_per_block": 1,
@@ -109,10 +109,10 @@ class TrainConfig:
 class VAEConfig:
     """Options of the autoencoder run of ``digits-latent``."""
 
-    steps: int = 2500
+    steps: int = 2000
     batch_size: int = 64
     lr: float = 1e-3
-    kl_weight: float = 1e-4
+    kl_weight: float = 1e-3
     warmup: int = 100
     seed: int = 0
     threads: int = 2
