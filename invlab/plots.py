@@ -12,8 +12,6 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-COLORS = {"naive": "#d62728", "easyinv": "#2ca02c", "exact": "#1f77b4", "sample": "#444444"}
-
 
 def save_figure(fig, save: str | Path | None, dpi: int = 120) -> None:
     if save is None:
@@ -37,7 +35,7 @@ def plot_step_errors(errors: Mapping[str, Sequence[float]], x_labels: Sequence[f
     for name, e in errors.items():
         e = np.clip(_np(e), 1e-300, None)
         xs = np.arange(1, len(e) + 1) if x_labels is None else np.asarray(x_labels, dtype=float)
-        ax.semilogy(xs, e, marker="o", ms=3, lw=1.5, label=name, color=COLORS.get(name.split()[0]))
+        ax.semilogy(xs, e, marker="o", ms=3, lw=1.5, label=name)
     ax.set_xlabel("inversion step" if x_labels is None else "timestep reached")
     ax.set_ylabel(ylabel)
     ax.set_title(title)
@@ -85,13 +83,32 @@ def show_images(images, rows: int = 1, titles: Sequence[str] | None = None, row_
 
 
 def plot_latent_rows(rows: Mapping[str, torch.Tensor], labels: Sequence[float], save: str | Path | None = None,
-                     vrange=(-2.5, 2.5), suptitle: str | None = None):
-    """Rows of latents of one sample at the same levels: e.g. truth vs each inversion method.
+                     vrange=(-2.5, 2.5), suptitle: str | None = None, scale: float = 1.4):
+    """Rows of one sample's latents at the same levels, e.g. truth vs each inversion method.
 
-    ``rows[name]`` is (n_levels, C, H, W); ``labels`` the timestep of each column.
+    ``rows[name]`` is (n_levels, C, H, W) (first channel shown); ``labels`` the timestep of each
+    column. Rows whose name starts with "|" are error maps: drawn in 'magma' from 0 to their max.
     """
     names = list(rows)
-    stacked = torch.cat([rows[k] for k in names])
-    titles = [f"t={t:g}" for t in labels] + [""] * (len(stacked) - len(labels))
-    return show_images(stacked, rows=len(names), titles=titles, row_labels=names, vrange=vrange, save=save,
-                       suptitle=suptitle)
+    ncol = len(labels)
+    fig, axes = plt.subplots(len(names), ncol, figsize=(scale * ncol + 0.8, scale * len(names)), squeeze=False)
+    for r, name in enumerate(names):
+        arr = _np(rows[name])[:, 0]
+        is_err = name.startswith("|")
+        kw = {"cmap": "magma", "vmin": 0, "vmax": max(float(arr.max()), 1e-12)} if is_err else \
+             {"cmap": "gray", "vmin": vrange[0], "vmax": vrange[1]}
+        for c in range(ncol):
+            ax = axes[r, c]
+            im = ax.imshow(arr[c], **kw)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if r == 0:
+                ax.set_title(f"t={labels[c]:g}", fontsize=8)
+            if c == 0:
+                ax.set_ylabel(name, fontsize=8)
+        if is_err:
+            fig.colorbar(im, ax=axes[r, :].tolist(), fraction=0.02, pad=0.01)
+    if suptitle:
+        fig.suptitle(suptitle)
+    save_figure(fig, save)
+    return fig

@@ -1,0 +1,76 @@
+"""Overhead of invlab's step loop and of recording every step, against a bare loop.
+
+The bare loop calls the same model's eps and does the same DDIM arithmetic, with nothing else.
+invlab.sample is timed with the default Recorder (x_cur, x_next, eps, x0_hat copied to the CPU
+at every step) and with recording off. Prints medians of several runs and the ratios.
+
+    python benchmarks/hook_overhead.py [--batch 256] [--steps 50] [--repeats 7] [--dtype float32]
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import time
+
+import torch
+
+import invlab
+from invlab.steps import ddim_step, x0_from_eps
+
+
+def bare_loop(model, z, steps, guidance, cond):
+    grid = model.schedule.grid(steps, "ddim")
+    c = model.check_cond(cond, z.shape[0], z)
+    x = z
+    with torch.no_grad():
+        for i in range(steps):
+            s, t = grid.levels[i], grid.levels[i + 1]
+            eps = model.eps(x, s.label, c, guidance).eps
+            x = ddim_step(x0_from_eps(x, eps, s), eps, t)
+    return x
+
+
+def timed(fn, repeats):
+    fn()  # warm-up
+    out = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - t0)
+    return statistics.median(out)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", default="gmm-digits")
+    ap.add_argument("--batch", type=int, default=256)
+    ap.add_argument("--steps", type=int, default=50)
+    ap.add_argument("--guidance", type=float, default=3.0)
+    ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--dtype", default="float32", choices=["float32", "float64"])
+    args = ap.parse_args()
+    dtype = getattr(torch, args.dtype)
+    model = invlab.load_model(args.model)
+    z = invlab.noise(model, args.batch, seed=0, dtype=dtype)
+    cond = torch.arange(args.batch) % model.num_classes
+
+    c = model.check_cond(cond, args.batch, z)
+    call = timed(lambda: model.eps(z, 500.0, c, args.guidance), args.repeats) * 1e3
+    bare = timed(lambda: bare_loop(model, z, args.steps, args.guidance, cond), args.repeats)
+    rec = timed(lambda: invlab.sample(model, z, args.steps, "ddim", args.guidance, cond), args.repeats)
+    off = timed(lambda: invlab.sample(model, z, args.steps, "ddim", args.guidance, cond,
+                                      hooks=[invlab.Recorder(keys=())]), args.repeats)
+    inv = timed(lambda: invlab.invert(model, z, args.steps, "ddim", "naive", args.guidance, cond), args.repeats)
+    print(f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}")
+    print(f"model {args.model}, {args.dtype}, batch {args.batch}, {args.steps} DDIM steps, guidance {args.guidance}")
+    print(f"one guided eps call:                 {call:8.2f} ms (median)")
+    print(f"bare loop:                           {bare * 1e3:8.1f} ms")
+    print(f"invlab.sample, recording off:        {off * 1e3:8.1f} ms   ratio {off / bare:.3f}x")
+    print(f"invlab.sample, recording all steps:  {rec * 1e3:8.1f} ms   ratio {rec / bare:.3f}x")
+    print(f"invlab.invert naive, recording all:  {inv * 1e3:8.1f} ms   ratio {inv / bare:.3f}x")
+
+
+if __name__ == "__main__":
+    main()

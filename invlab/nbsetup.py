@@ -1,0 +1,50 @@
+"""The config cell every notebook runs right after its ``parameters`` cell.
+
+It checks the literals (so a bad parameter stops the notebook *here*, with a message that
+says what to change), seeds the RNGs, loads the model and makes the figures folder.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import torch
+
+DTYPES = {"float32": torch.float32, "float64": torch.float64, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def setup(QUICK: bool, SEED: int, MODEL: str, STEPS: int, GUIDANCE: float, FIGURES: str = "../figures",
+          DTYPE: str = "float64", DEVICE: str = "cpu", **extra: Any) -> SimpleNamespace:
+    """Validate a notebook's parameters and return them (plus the loaded ``model``) as a namespace."""
+    from . import available_models, load_model
+    from .models.base import check_guidance
+    from .schedules import check_steps
+
+    if not isinstance(QUICK, bool):
+        raise ValueError(f"QUICK must be True or False (got {QUICK!r})")
+    if not isinstance(SEED, int) or isinstance(SEED, bool):
+        raise ValueError(f"SEED must be an integer (got {SEED!r})")
+    try:
+        check_steps(STEPS)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"parameter STEPS: {exc}") from None
+    try:
+        check_guidance(GUIDANCE)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"parameter GUIDANCE: {exc}") from None
+    if DTYPE not in DTYPES:
+        raise ValueError(f"parameter DTYPE must be one of {sorted(DTYPES)} (got {DTYPE!r})")
+    if DEVICE.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"DEVICE={DEVICE!r} but no CUDA GPU is visible; use DEVICE='cpu'")
+    is_path = Path(str(MODEL)).exists() or "/" in str(MODEL)
+    if MODEL not in available_models() and not is_path:
+        raise ValueError(f"unknown MODEL {MODEL!r}; choose one of {available_models()} (or a Stable Diffusion folder/hub id)")
+    torch.manual_seed(SEED)
+    figures = Path(FIGURES)
+    figures.mkdir(parents=True, exist_ok=True)
+    model = load_model(MODEL).to(DEVICE)
+    return SimpleNamespace(quick=QUICK, seed=SEED, model_name=MODEL, model=model, steps=int(STEPS),
+                           guidance=float(GUIDANCE), dtype=DTYPES[DTYPE], device=torch.device(DEVICE),
+                           figures=figures, **extra)

@@ -1,0 +1,60 @@
+"""Execute every notebook headless in QUICK mode (papermill) and check the numbers it publishes."""
+
+import json
+from pathlib import Path
+
+import nbformat
+import pytest
+
+NB_DIR = Path(__file__).resolve().parent.parent / "notebooks"
+NOTEBOOKS = sorted(NB_DIR.glob("[0-9][0-9]_*.ipynb"))
+
+
+def test_there_are_notebooks():
+    assert NOTEBOOKS, "no notebooks found"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_hygiene(path):
+    """Committed notebooks are stripped of outputs and metadata and have one parameters cell."""
+    nb = nbformat.read(path, as_version=4)
+    nbformat.validate(nb)
+    assert set(nb.metadata) <= {"kernelspec", "language_info"}
+    for cell in nb.cells:
+        assert set(cell.metadata) <= {"tags"}, f"scrub cell metadata in {path.name}"
+        if cell.cell_type == "code":
+            assert cell.outputs == [] and cell.execution_count is None, f"strip outputs of {path.name}"
+    params = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+    assert len(params) == 1
+    src = params[0].source
+    for name in ("QUICK", "SEED", "MODEL", "STEPS", "FIGURES"):
+        assert f"\n{name} = " in "\n" + src, f"{name} missing from the parameters cell of {path.name}"
+    assert "colab-badge" in nb.cells[0].source and "questions to try" in nb.cells[-1].source.lower()
+
+
+def _run(path, tmp_path, **extra):
+    from invlab.notebooks import execute
+
+    return execute(path, tmp_path / "out", quick=True, figures=tmp_path / "figures", extra=extra)
+
+
+@pytest.mark.slow
+def test_01_sampling_and_inversion(tmp_path):
+    res = _run(NB_DIR / "01_sampling_and_inversion.ipynb", tmp_path)
+    assert res["first_step_error"] < 1e-6                       # one step from the clean end: tiny
+    assert 1e-3 < res["noise_nmse"] < 0.5                       # naive inversion drifts, but not to nonsense
+    assert res["image_nmse"] < res["noise_nmse"]                # images come back better than noise
+    assert res["nfe"] == res["steps"]
+    assert {p.name for p in (tmp_path / "figures").iterdir()} >= {"01_step_errors.png", "01_latents.png"}
+
+
+@pytest.mark.slow
+def test_bad_parameter_stops_in_the_config_cell(tmp_path):
+    import papermill as pm
+
+    with pytest.raises(pm.PapermillExecutionError) as exc:
+        _run(NB_DIR / "01_sampling_and_inversion.ipynb", tmp_path, MODEL="no-such-model")
+    assert "unknown MODEL" in str(exc.value)
+    out = json.loads((tmp_path / "out" / "01_sampling_and_inversion.ipynb").read_text())
+    failed = [c for c in out["cells"] if c["cell_type"] == "code" and any(o.get("output_type") == "error" for o in c["outputs"])]
+    assert len(failed) == 1 and "setup(" in "".join(failed[0]["source"])
