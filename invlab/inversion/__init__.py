@@ -15,12 +15,15 @@ from ..loop import Setup
 from ..models.base import Denoiser
 from ..trace import Trajectory
 from .easyinv import EasyInvBlend, EasyInvOptions, invert_easyinv
+from .exact import ExactOptions, invert_exact
 from .naive import NaiveOptions, invert_naive
+from .solvers import SolverOptions
 
 #: method name -> (options dataclass, runner)
 METHODS: dict[str, tuple[type, Callable[..., Trajectory]]] = {
     "naive": (NaiveOptions, invert_naive),
     "easyinv": (EasyInvOptions, invert_easyinv),
+    "exact": (ExactOptions, invert_exact),
 }
 
 
@@ -59,4 +62,4 @@ def invert(model: Denoiser, x0: torch.Tensor, steps: int = 50, solver: str = "dd
     return runner(setup, hooks, opts, check_finite=check_finite, show_progress=show_progress)
 
 
-__all__ = ["METHODS", "EasyInvBlend", "EasyInvOptions", "NaiveOptions", "invert", "make_options", "register_method"]
+__all__ = ["METHODS", "EasyInvBlend", "EasyInvOptions", "ExactOptions", "NaiveOptions", "SolverOptions", "invert", "make_options", "register_method"]
