@@ -255,7 +255,6 @@ def _resolve(vae_or_model: Any, scaling_factor: float | None, shift_factor: floa
 
 def _codec(vae: torch.nn.Module, scale: float, shift: float, dtype: torch.dtype) -> _Codec:
     """The encode/decode maps in scaled-latent space, on a frozen private copy of ``vae``."""
-    cfg = vae.config
     # One private copy in the working dtype, frozen: no per-iteration copies or casts, and the
     # caller's VAE is neither modified nor handed gradients.
     # (torch.nn.Module.to, not diffusers' override: that one warns about fp32-pinned modules,
