@@ -1,0 +1,192 @@
+"""Small trained networks that ship inside invlab: ``digits`` and ``digits-latent``.
+
+Both are diffusers ``UNet2DModel`` s trained by :mod:`invlab.train` on scikit-learn's digits:
+
+* ``digits`` works on 1x16x16 images in [-1, 1];
+* ``digits-latent`` is Stable Diffusion in miniature: an ``AutoencoderKL`` maps 1x32x32 images
+  to 4x8x8 latents (times a ``scaling_factor``, as SD's VAE does) and the UNet works on those.
+
+Both predict eps on Stable Diffusion's scaled_linear schedule and take a class id 0..9; the
+class-embedding row 10 is the *null class* (the unconditional input for classifier-free
+guidance, learnt by label dropout). The network runs in its own dtype (float32 by default);
+inputs of another dtype are cast in and the output cast back to the input's dtype.
+Weights are not trainable here (``requires_grad=False``), but autograd flows through the
+inputs, so gradient-based methods (null-text, ...) work.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..schedules import NoiseSchedule
+from .base import Denoiser
+
+ASSETS = Path(__file__).resolve().parent.parent / "assets"
+
+
+def _read_config(folder: Path, prefix: str) -> dict[str, Any]:
+    path = Path(folder) / f"{prefix}.json"
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"missing {path}; train it with `python -m invlab.train` (see invlab/assets/README.md) "
+            "or pass the folder that holds it as weights_dir="
+        )
+    return json.loads(path.read_text())
+
+
+def _load_module(module: torch.nn.Module, folder: Path, prefix: str, dtype: torch.dtype,
+                 device: str | torch.device) -> torch.nn.Module:
+    from safetensors.torch import load_file
+
+    path = Path(folder) / f"{prefix}.safetensors"
+    if not path.is_file():
+        raise FileNotFoundError(f"missing weights {path}; train them with `python -m invlab.train` "
+                                "or pass the folder that holds them as weights_dir=")
+    module.load_state_dict(load_file(str(path)), strict=True, assign=True)
+    return module.to(device=device, dtype=dtype).eval().requires_grad_(False)
+
+
+def _check_dtype(dtype: Any) -> torch.dtype:
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise TypeError(f"dtype must be a floating torch.dtype such as torch.float32 (got {dtype!r})")
+    return dtype
+
+
+def _build_unet(cfg: dict[str, Any]):
+    from diffusers import UNet2DModel
+
+    with torch.device("meta"):  # no random init: the weights are assigned from the file
+        return UNet2DModel(**cfg)
+
+
+class ClassUNetDenoiser(Denoiser):
+    """A class-conditional ``UNet2DModel`` (eps-prediction) behind the :class:`Denoiser` interface.
+
+    ``cond`` is a class id (int) or one id per row; internally a LongTensor, with
+    ``null_class`` in the rows that are unconditional.
+    """
+
+    def __init__(self, unet: torch.nn.Module, schedule: NoiseSchedule, num_classes: int, null_class: int,
+                 name: str, prediction_type: str = "epsilon", config: dict[str, Any] | None = None):
+        shape = (unet.config.in_channels, unet.config.sample_size, unet.config.sample_size)
+        super().__init__(schedule, shape, prediction_type, num_classes)
+        self.unet = unet
+        self.null_class = int(null_class)
+        self.name = name
+        self.config = dict(config or {})
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.unet.parameters()).dtype
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.unet.parameters()).device
+
+    # ----------------------------------------------------------- conditions
+    def check_cond(self, cond: Any, batch: int, like: torch.Tensor) -> torch.Tensor | None:
+        if cond is None:
+            return None
+        if isinstance(cond, float) or (isinstance(cond, torch.Tensor) and cond.is_floating_point()):
+            raise TypeError(f"cond must be an integer class id 0..{self.num_classes - 1} (got {cond!r}); e.g. cond=3")
+        try:
+            c = torch.as_tensor(cond, dtype=torch.long)
+        except (TypeError, ValueError):
+            raise TypeError(f"cond must be a class id or a list of them (got {cond!r}); e.g. cond=3") from None
+        if c.dim() == 0:
+            c = c.expand(batch)
+        if c.shape != (batch,):
+            raise ValueError(f"cond must be one class id or {batch} of them (one per row); got shape {tuple(c.shape)}")
+        if c.min() < 0 or c.max() >= self.num_classes:
+            raise ValueError(f"class id out of range: got {c.tolist()}; {self.name} has classes 0..{self.num_classes - 1}")
+        return c.to(like.device)
+
+    def null_cond(self, batch: int, like: torch.Tensor) -> torch.Tensor:
+        return torch.full((batch,), self.null_class, dtype=torch.long, device=like.device)
+
+    # ----------------------------------------------------------- network
+    def forward_raw(self, x: torch.Tensor, label: float, cond: torch.Tensor | None) -> torch.Tensor:
+        if cond is None:  # an unconditional call on a conditional net means the null class
+            cond = self.null_cond(x.shape[0], x)
+        t = torch.tensor(float(label), dtype=torch.float32, device=self.device)
+        out = self.unet(x.to(device=self.device, dtype=self.dtype), t, class_labels=cond.to(self.device)).sample
+        return out.to(device=x.device, dtype=x.dtype)
+
+
+class LatentClassUNetDenoiser(ClassUNetDenoiser):
+    """:class:`ClassUNetDenoiser` on the latents of an ``AutoencoderKL``: SD's layout in miniature.
+
+    ``encode(image)`` = ``scaling_factor * E(image)`` (the posterior mean by default), and
+    ``decode(latent)`` = ``D(latent / scaling_factor)``; images are in [-1, 1].
+    """
+
+    is_latent = True
+
+    def __init__(self, unet: torch.nn.Module, vae: torch.nn.Module, scaling_factor: float, **kwargs: Any):
+        super().__init__(unet, **kwargs)
+        self.vae = vae
+        self.scaling_factor = float(scaling_factor)
+        down = 2 ** (len(vae.config.block_out_channels) - 1)
+        self.image_shape = (vae.config.in_channels, self.sample_shape[1] * down, self.sample_shape[2] * down)
+
+    def _check_image(self, image: torch.Tensor) -> torch.Tensor:
+        if not isinstance(image, torch.Tensor) or not image.is_floating_point():
+            raise TypeError(f"image must be a floating torch.Tensor of shape (B, {', '.join(map(str, self.image_shape))}) in [-1, 1]")
+        if image.dim() != 4 or tuple(image.shape[1:]) != self.image_shape:
+            hint = " (add a batch dimension: image[None])" if tuple(image.shape) == self.image_shape else ""
+            raise ValueError(f"image has shape {tuple(image.shape)} but {self.name} encodes (B, "
+                             f"{', '.join(map(str, self.image_shape))}){hint}")
+        return image
+
+    def encode(self, image: torch.Tensor, sample: bool = False, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Image in [-1, 1] ``(B, 1, 32, 32)`` -> scaled latent ``(B, 4, 8, 8)`` (mean, or a posterior sample)."""
+        image = self._check_image(image)
+        post = self.vae.encode(image.to(device=self.device, dtype=self.dtype)).latent_dist
+        if sample:
+            z = post.mean + post.std * torch.randn(post.mean.shape, generator=generator, dtype=post.mean.dtype).to(post.mean.device)
+        else:
+            z = post.mode()
+        return (z * self.scaling_factor).to(device=image.device, dtype=image.dtype)
+
+    def decode(self, latent: torch.Tensor) -> torch.Tensor:
+        """Scaled latent ``(B, 4, 8, 8)`` -> image ``(B, 1, 32, 32)`` (roughly in [-1, 1]; not clamped)."""
+        latent = self.check_input(latent, "latent")
+        img = self.vae.decode(latent.to(device=self.device, dtype=self.dtype) / self.scaling_factor).sample
+        return img.to(device=latent.device, dtype=latent.dtype)
+
+
+# ---------------------------------------------------------------------------- factories
+def digits(dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu",
+           weights_dir: str | Path | None = None) -> ClassUNetDenoiser:
+    """The shipped pixel model: class-conditional eps-UNet on 1x16x16 digits (``weights_dir``:
+    a folder written by ``python -m invlab.train digits --out ...`` instead of the shipped one)."""
+    folder = Path(weights_dir) if weights_dir is not None else ASSETS
+    cfg = _read_config(folder, "digits_unet")
+    unet = _load_module(_build_unet(cfg["unet"]), folder, "digits_unet", _check_dtype(dtype), device)
+    return ClassUNetDenoiser(unet, NoiseSchedule.from_config(cfg["scheduler"]), cfg["num_classes"], cfg["null_class"],
+                             name="digits", prediction_type=cfg["prediction_type"], config=cfg)
+
+
+def digits_latent(dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu",
+                  weights_dir: str | Path | None = None) -> LatentClassUNetDenoiser:
+    """The shipped latent model: AutoencoderKL (1x32x32 <-> 4x8x8) + class-conditional latent eps-UNet."""
+    from diffusers import AutoencoderKL
+
+    folder = Path(weights_dir) if weights_dir is not None else ASSETS
+    dtype = _check_dtype(dtype)
+    cfg = _read_config(folder, "digits_latent_unet")
+    vcfg = _read_config(folder, "digits_latent_vae")
+    unet = _load_module(_build_unet(cfg["unet"]), folder, "digits_latent_unet", dtype, device)
+    with torch.device("meta"):
+        vae = AutoencoderKL(**vcfg["vae"])
+    vae = _load_module(vae, folder, "digits_latent_vae", dtype, device)
+    return LatentClassUNetDenoiser(unet, vae, vcfg["scaling_factor"], schedule=NoiseSchedule.from_config(cfg["scheduler"]),
+                                   num_classes=cfg["num_classes"], null_class=cfg["null_class"], name="digits-latent",
+                                   prediction_type=cfg["prediction_type"], config=cfg)
+
+
+__all__ = ["ClassUNetDenoiser", "LatentClassUNetDenoiser", "digits", "digits_latent"]
