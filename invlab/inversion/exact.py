@@ -52,8 +52,9 @@ class ExactOptions(SolverOptions):
     freeze: Algorithm 2's high-order term: "both" (reference, default) or "past".
     rho_order2: step size for Algorithm 2 steps: None (= rho) or "10/t" (reference: 10 over
         the known level's integer timestep).
-    preset: "reference" resets every field to the reference code's defaults (see
-        :meth:`reference`).
+    preset: "reference" sets every field left at its default to the reference code's value
+        (see :meth:`reference`); e.g. ``preset="reference", tol=1e-9, tol_kind="rms"`` is the
+        reference solver at invlab's tolerance.
     """
 
     init: str = "reuse"
@@ -63,10 +64,10 @@ class ExactOptions(SolverOptions):
     preset: str | None = None
 
     def __post_init__(self):
-        if self.preset == "reference":
+        if self.preset == "reference":  # fill every field still at its default with the reference value
             ref = ExactOptions.reference()
             for f in dataclasses.fields(self):
-                if f.name != "preset":
+                if f.name != "preset" and getattr(self, f.name) == f.default:
                     setattr(self, f.name, getattr(ref, f.name))
         elif self.preset is not None:
             raise ValueError(f"preset must be None or 'reference' (got {self.preset!r})")

@@ -1,0 +1,119 @@
+"""Exact inversion (backward Euler): round trips, Algorithm 2's order pattern, solver flags, options."""
+
+import math
+
+import pytest
+import torch
+
+import invlab
+from invlab.inversion import ExactOptions, SolverOptions
+from invlab.inversion.solvers import solve
+
+COND = torch.tensor([2, 6])
+REC = [invlab.Recorder(keys=("x_next",))]
+
+
+def _round_trip(model, solver, steps, w, dtype=torch.float64, **kw):
+    z = invlab.noise(model, 2, seed=3, dtype=dtype)
+    fwd = invlab.sample(model, z, steps, solver, w, COND, hooks=REC)
+    naive = invlab.invert(model, fwd.final, steps, solver, "naive", w, COND, hooks=REC)
+    exact = invlab.invert(model, fwd.final, steps, solver, "exact", w, COND, hooks=REC, **kw)
+    return z, fwd, naive, exact
+
+
+@pytest.mark.parametrize("w", [1.0, 3.0, 7.5])
+def test_algorithm_1_float64_reaches_1e_8_within_6_nfe_per_step(digits, w):
+    z, fwd, naive, exact = _round_trip(digits, "ddim", 50, w)
+    assert invlab.metrics.nmse(naive.final, z) >= 1e-3
+    assert invlab.metrics.nmse(exact.final, z) <= 1e-8
+    assert exact.nfe / 50 <= 6
+    assert all(r.extras["converged"] for r in exact.records)
+    assert (exact.errors_to(fwd) < 1e-8).all()   # every step lands on the true latent
+
+
+def test_algorithm_1_float32(digits):
+    z, fwd, naive, exact = _round_trip(digits, "ddim", 50, 3.0, torch.float32)
+    assert exact.final.dtype == torch.float32
+    assert invlab.metrics.nmse(exact.final, z) <= 1e-6 < invlab.metrics.nmse(naive.final, z)
+
+
+@pytest.mark.parametrize("steps", [10, 20])
+@pytest.mark.parametrize("w", [1.0, 3.0, 7.5])
+def test_algorithm_2_is_ten_times_better_than_naive(digits, steps, w):
+    z, fwd, naive, exact = _round_trip(digits, "dpmpp2m", steps, w)
+    assert invlab.metrics.nmse(exact.final, z) * 10 <= invlab.metrics.nmse(naive.final, z)
+
+
+def test_algorithm_2_mirrors_the_order_pattern_and_estimates_the_past(digits):
+    z, fwd, naive, exact = _round_trip(digits, "dpmpp2m", 10, 3.0)
+    grid = digits.schedule.grid(10, "dpmpp2m")
+    assert [r.order for r in exact.records] == list(reversed(grid.orders)) == [1] + [2] * 8 + [1]
+    for r in exact.records:
+        if r.order == 1:
+            assert "nfe_past_estimate" not in r.extras
+            continue
+        j = 9 - r.index                                      # the sampling step s -> t it inverts
+        t, s, rr = grid.levels[j + 1].label, grid.levels[j].label, grid.levels[j - 1].label
+        substeps = math.ceil((s - t) / 10) + math.ceil((rr - s) / 10)
+        assert r.extras["nfe_past_estimate"] == substeps + 1  # + x0 at the estimated older state
+        assert r.extras["nfe_init"] == substeps + 2           # + x0 at the estimated current state (frozen H)
+        assert r.t_model == s and r.t_next == s
+
+
+def test_reference_preset(digits):
+    opts = ExactOptions(preset="reference")
+    assert (opts.inner, opts.rho, opts.warmup, opts.max_iter, opts.tol, opts.tol_kind, opts.init) == \
+        ("forward-step", 0.5, 20, 500, 1e-3, "sum_sq", "naive")
+    mine = ExactOptions(preset="reference", tol=1e-9, tol_kind="rms")
+    assert mine.inner == "forward-step" and mine.tol == 1e-9
+    z, fwd, naive, exact = _round_trip(digits, "ddim", 10, 3.0, preset="reference")
+    r = exact.records[5]
+    assert r.extras["step_sizes"][:3] == pytest.approx([0.025, 0.05, 0.075])   # linear warm-up of rho0 = 0.5
+    assert r.extras["converged"] and r.extras["inner_residuals"][-1] < 1e-3
+    assert invlab.metrics.nmse(exact.final, z) < invlab.metrics.nmse(naive.final, z)
+
+
+def test_gradient_solver_converges(digits):
+    # steepest descent on ||Phi(x) - x_t||^2 is slow (J^T J is ill-conditioned): give it room
+    z, fwd, naive, exact = _round_trip(digits, "ddim", 10, 3.0, inner="gradient", max_iter=400)
+    stops = [r.extras["stop_reason"] for r in exact.records]
+    assert stops.count("converged") >= 8 and set(stops) <= {"converged", "max_iter"}
+    assert invlab.metrics.nmse(exact.final, z) < 1e-12
+
+
+def test_divergence_is_flagged_and_the_best_iterate_kept(digits):
+    z, fwd, naive, exact = _round_trip(digits, "ddim", 10, 3.0, inner="forward-step", rho=2.5)
+    flagged = [r for r in exact.records if r.extras["diverged"]]
+    assert flagged and all(r.extras["stop_reason"] == "residual grew" for r in flagged)
+    for r in flagged:
+        assert r.residual == min(r.extras["inner_residuals"]) and not r.extras["converged"]
+    assert torch.isfinite(exact.final).all()
+
+
+def test_max_iter_stop_is_flagged(digits):
+    z, fwd, naive, exact = _round_trip(digits, "ddim", 10, 3.0, inner="forward-step", max_iter=1, tol=1e-14)
+    assert all(r.extras["stop_reason"] == "max_iter" and not r.extras["converged"] for r in exact.records[1:])
+    assert all(len(r.extras["inner_residuals"]) == 2 for r in exact.records[1:])
+
+
+@pytest.mark.parametrize("inner", ["anderson", "forward-step", "gradient"])
+def test_solvers_on_a_known_linear_map(inner):
+    A = torch.tensor([[1.1, 0.2], [-0.1, 0.9]], dtype=torch.float64)
+    b = torch.tensor([[0.3, -0.7]], dtype=torch.float64)
+    res = solve(lambda x: (x @ A.T, None), b, torch.zeros(1, 2, dtype=torch.float64),
+                SolverOptions(inner=inner, tol=1e-12, max_iter=200, rho=0.8))
+    assert res.converged and torch.allclose(res.x, torch.linalg.solve(A, b[0])[None], atol=1e-10)
+    assert len(res.residuals) == res.iterations + 1 and len(res.step_sizes) == res.iterations
+
+
+@pytest.mark.parametrize("kw,err,msg", [
+    ({"tol": 0.0}, ValueError, "tol must be > 0"), ({"tol": -1e-6}, ValueError, "tol must be > 0"),
+    ({"inner": "newton"}, ValueError, "inner must be one of"), ({"rho": 0}, ValueError, "rho must be > 0"),
+    ({"substep": 0}, ValueError, "substep"), ({"preset": "paper"}, ValueError, "preset"),
+    ({"init": "zeros"}, ValueError, "init must be"), ({"freeze": "none"}, ValueError, "freeze must be"),
+    ({"max_iter": -1}, ValueError, "max_iter"), ({"rho_order2": "t/10"}, ValueError, "rho_order2"),
+    ({"alpha": 1}, TypeError, "has no option"),
+])
+def test_bad_options(digits, kw, err, msg):
+    with pytest.raises(err, match=msg):
+        invlab.invert(digits, invlab.noise(digits, 2), 10, method="exact", cond=COND, **kw)
