@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 
 from . import metrics
-from .inversion import METHODS, invert
+from .inversion import METHODS, invert, invert_decoder
 from .models import Denoiser, available_models, load_model
 from .sampling import sample
 from .schedules import Grid, Level, NoiseSchedule
@@ -31,5 +31,5 @@ def noise(model: Denoiser, batch: int = 1, seed: int | None = 0, dtype: torch.dt
 
 
 __all__ = ["Denoiser", "FunctionIntervention", "Grid", "Intervention", "Level", "METHODS", "NoiseSchedule",
-           "NonFiniteError", "Observer", "Recorder", "StepRecord", "Trajectory", "available_models", "invert",
+           "NonFiniteError", "Observer", "Recorder", "StepRecord", "Trajectory", "available_models", "invert", "invert_decoder",
            "load_model", "metrics", "noise", "sample"]

@@ -14,6 +14,7 @@ import torch
 from ..loop import Setup
 from ..models.base import Denoiser
 from ..trace import Trajectory
+from .decoder import DecoderInversionOptions, DecoderInversionResult, invert_decoder
 from .easyinv import EasyInvBlend, EasyInvOptions, invert_easyinv
 from .exact import ExactOptions, invert_exact
 from .naive import NaiveOptions, invert_naive
@@ -62,4 +63,4 @@ def invert(model: Denoiser, x0: torch.Tensor, steps: int = 50, solver: str = "dd
     return runner(setup, hooks, opts, check_finite=check_finite, show_progress=show_progress)
 
 
-__all__ = ["METHODS", "EasyInvBlend", "EasyInvOptions", "ExactOptions", "NaiveOptions", "SolverOptions", "invert", "make_options", "register_method"]
+__all__ = ["METHODS", "DecoderInversionOptions", "DecoderInversionResult", "invert_decoder", "EasyInvBlend", "EasyInvOptions", "ExactOptions", "NaiveOptions", "SolverOptions", "invert", "make_options", "register_method"]
