@@ -1,7 +1,4 @@
-"""Pure plotting functions: data in, matplotlib figure out (optionally saved to ``save``).
-
-They know nothing about methods or models: they draw arrays they are given.
-"""
+"""Shared plotting helpers: saving, image grids, per-step error curves, latent rows."""
 
 from __future__ import annotations
 
@@ -11,6 +8,8 @@ from typing import Mapping, Sequence
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
+
+__all__ = ["save_figure", "plot_step_errors", "show_images", "plot_latent_rows", "plot_step_panel"]
 
 
 def save_figure(fig, save: str | Path | None, dpi: int = 120) -> None:
@@ -112,3 +111,42 @@ def plot_latent_rows(rows: Mapping[str, torch.Tensor], labels: Sequence[float], 
         fig.suptitle(suptitle)
     save_figure(fig, save)
     return fig
+
+
+def plot_step_panel(latents: Mapping[str, torch.Tensor], errors: Mapping[str, Sequence[float]], step: int,
+                    label: float, vrange=(-2.5, 2.5), save: str | Path | None = None):
+    """One inversion step for several methods: each latent (and its |error| to the truth) at
+    that step, and the error curves with the step marked. Returns (figure, drawn arrays)."""
+    names = [k for k in latents if k != "truth"]
+    truth = _np(latents["truth"])[0]
+    fig = plt.figure(figsize=(2.0 * (len(names) + 1) + 4.2, 4.2))
+    gs = fig.add_gridspec(2, len(names) + 2, width_ratios=[1] * (len(names) + 1) + [2.6])
+    drawn = []
+    ax = fig.add_subplot(gs[0, 0])
+    ax.imshow(truth, cmap="gray", vmin=vrange[0], vmax=vrange[1])
+    ax.set_title("truth", fontsize=9)
+    ax.axis("off")
+    for j, name in enumerate(names, start=1):
+        lat = _np(latents[name])[0]
+        err = np.abs(lat - truth)
+        drawn += [lat, err]
+        ax = fig.add_subplot(gs[0, j])
+        ax.imshow(lat, cmap="gray", vmin=vrange[0], vmax=vrange[1])
+        ax.set_title(name, fontsize=9)
+        ax.axis("off")
+        ax = fig.add_subplot(gs[1, j])
+        ax.imshow(err, cmap="magma", vmin=0, vmax=max(float(err.max()), 1e-12))
+        ax.set_title(f"|error| max {err.max():.1e}", fontsize=8)
+        ax.axis("off")
+    ax = fig.add_subplot(gs[:, -1])
+    for name, e in errors.items():
+        ax.semilogy(np.arange(1, len(e) + 1), np.clip(_np(e), 1e-300, None), label=name)
+    if step > 0:
+        ax.axvline(step, color="k", lw=0.8, ls="--")
+    ax.set_xlabel("inversion step")
+    ax.set_ylabel("NMSE to truth")
+    ax.legend(fontsize=8)
+    ax.grid(True, which="both", alpha=0.3)
+    fig.suptitle(f"after step {step} (level t={label:g})", fontsize=10)
+    save_figure(fig, save)
+    return fig, np.concatenate([d.ravel() for d in drawn]) if drawn else np.zeros(1)

@@ -1,0 +1,17 @@
+"""Pure plotting functions: arrays in, matplotlib figures out (saved when ``save=`` is given).
+
+They know nothing about models or methods. One submodule per topic; all re-exported here.
+"""
+
+from .core import *  # noqa: F401,F403
+from .core import __all__ as _core
+from .flows import *  # noqa: F401,F403
+from .flows import __all__ as _flows
+from .kalman import *  # noqa: F401,F403
+from .kalman import __all__ as _kalman
+from .latent import *  # noqa: F401,F403
+from .latent import __all__ as _latent
+from .solvers import *  # noqa: F401,F403
+from .solvers import __all__ as _solvers
+
+__all__ = [*_core, *_flows, *_kalman, *_latent, *_solvers]

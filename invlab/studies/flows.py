@@ -1,0 +1,5 @@
+"""Compute behind the flows notebook(s): pure functions returning arrays/trajectories."""
+
+from __future__ import annotations
+
+__all__: list[str] = []

@@ -1,0 +1,5 @@
+"""Widgets for the kalman notebook(s): thin glue over invlab.studies and invlab.plots."""
+
+from __future__ import annotations
+
+__all__: list[str] = []
