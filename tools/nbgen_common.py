@@ -31,6 +31,8 @@ def params(body):
 
 
 def write(path, cells):
+    for i, c in enumerate(cells):  # stable ids keep diffs small
+        c.id = f"cell-{i:02d}"
     nb = new_notebook(cells=cells)
     nb.metadata = {"kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
                    "language_info": {"name": "python"}}
