@@ -58,3 +58,13 @@ def test_bad_parameter_stops_in_the_config_cell(tmp_path):
     out = json.loads((tmp_path / "out" / "01_sampling_and_inversion.ipynb").read_text())
     failed = [c for c in out["cells"] if c["cell_type"] == "code" and any(o.get("output_type") == "error" for o in c["outputs"])]
     assert len(failed) == 1 and "setup(" in "".join(failed[0]["source"])
+
+
+@pytest.mark.slow
+def test_03_error_accumulation(tmp_path):
+    res = _run(NB_DIR / "03_error_accumulation.ipynb", tmp_path)
+    assert res["exact_noise_nmse"] < 1e-10 < 1e-3 < res["naive_noise_nmse"]
+    assert res["exact_image_nmse"] < 1e-10 and res["exact_nfe_per_step"] <= 8
+    assert res["naive_error_monotone"] and res["accumulated_over_local"] > 5
+    assert res["easyinv_noise_nmse"] > res["naive_noise_nmse"]   # measured: EasyInv hurts on the analytic model
+    assert {"03_step_errors.png", "03_latent_grid.png"} <= {p.name for p in (tmp_path / "figures").iterdir()}

@@ -16,7 +16,7 @@ from ..metrics import nmse
 from ..sampling import sample
 from ..trace import Recorder, Trajectory
 
-__all__ = ["Comparison", "DEFAULT_METHODS", "run_methods"]
+__all__ = ["Comparison", "DEFAULT_METHODS", "local_step_errors", "run_methods"]
 
 #: display name -> invert() keywords
 DEFAULT_METHODS: dict[str, dict[str, Any]] = {
@@ -56,6 +56,29 @@ class Comparison:
     def nfe_per_step(self) -> dict[str, float]:
         return {k: t.nfe / len(t) for k, t in self.runs.items()}
 
+    def x0_predictions(self, ks: list[int], sample_index: int = 0) -> dict[str, torch.Tensor]:
+        """For every run (and the truth): the model's clean-image prediction x0_hat at the latent
+        reached after inversion steps ``ks``, each evaluated with its own level's label."""
+        from ..steps import x0_from_eps
+
+        s = self.settings
+        model = s["model"]
+        run = next(iter(self.runs.values()))
+        sources = {"truth": run.aligned(self.reference), **{k: t.latents() for k, t in self.runs.items()}}
+        out = {}
+        with torch.no_grad():
+            for name, lat in sources.items():
+                x = lat[ks, sample_index].to(self.z_T.dtype)
+                c = s["cond"]
+                if c is not None:
+                    c = torch.as_tensor(c).reshape(-1)[sample_index].expand(len(ks))
+                c = model.check_cond(c, len(ks), x)
+                rows = [x0_from_eps(x[i:i + 1], model.eps(x[i:i + 1], run.levels[k].label,
+                                                          None if c is None else c[i:i + 1], s["guidance"]).eps,
+                                    run.levels[k]) for i, k in enumerate(ks)]
+                out[name] = torch.cat(rows)
+        return out
+
     def latents_at(self, k: int, sample_index: int = 0) -> dict[str, torch.Tensor]:
         """Every run's latent after inversion step k (k = 0: the input), plus the truth."""
         out = {"truth": self.runs[next(iter(self.runs))].aligned(self.reference)[k, sample_index]}
@@ -84,3 +107,27 @@ def run_methods(model, z_T: torch.Tensor, steps: int = 50, solver: str = "ddim",
         runs[name] = invert(model, ref.final, steps, solver, guidance=guidance, cond=cond, hooks=keep, **kw)
     settings = {"model": model, "steps": steps, "solver": solver, "guidance": guidance, "cond": cond}
     return Comparison(z_T, ref, runs, settings)
+
+
+def local_step_errors(comparison: Comparison, metric: str = "nmse", label: str = "target") -> torch.Tensor:
+    """The error each naive step makes on its own: start the step from the *true* latent and
+    compare its output with the true next latent. Accumulated error minus these is what the
+    earlier steps' mistakes contributed."""
+    from ..metrics import nmse as _nmse
+    from ..metrics import rmse as _rmse
+    from ..steps import ddim_step, x0_from_eps
+
+    fn = {"nmse": _nmse, "rmse": _rmse}[metric]
+    s = comparison.settings
+    model = s["model"]
+    run = next(iter(comparison.runs.values()))
+    truth = run.aligned(comparison.reference)
+    c = model.check_cond(s["cond"], truth.shape[1], truth[0])
+    out = []
+    with torch.no_grad():
+        for k in range(len(run)):
+            cur, nxt = run.levels[k], run.levels[k + 1]
+            x = truth[k].to(comparison.z_T.dtype)
+            eps = model.eps(x, nxt.label if label == "target" else cur.label, c, s["guidance"]).eps
+            out.append(fn(ddim_step(x0_from_eps(x, eps, cur), eps, nxt), truth[k + 1]))
+    return torch.stack(out)
