@@ -148,3 +148,13 @@ def test_weights_dir_loads_a_retrained_copy(tmp_path):
     ref = invlab.load_model("digits")
     x = invlab.noise(m, 2, dtype=torch.float32)
     torch.testing.assert_close(m.forward_raw(x, 300.0, None), ref.forward_raw(x, 300.0, None))
+
+
+def test_dtype_choice():
+    m = invlab.load_model("digits", dtype=torch.bfloat16)
+    assert next(m.unet.parameters()).dtype == torch.bfloat16
+    x = invlab.noise(m, 2, dtype=torch.float32)
+    out = m.eps(x, 500.0, m.check_cond(5, 2, x), guidance=3.0).eps
+    assert out.dtype == torch.float32 and torch.isfinite(out).all()
+    with pytest.raises(TypeError, match="dtype"):
+        invlab.load_model("digits", dtype="float16")

@@ -207,9 +207,9 @@ def load_sd(name: str, dtype: torch.dtype = torch.float32, device: str | torch.d
     try:
         sched_cfg = _scheduler_config(where, common)
         unet = UNet2DConditionModel.from_pretrained(where, subfolder="unet", torch_dtype=dtype, variant=variant,
-                                                    use_safetensors=True, **common)
+                                                    use_safetensors=True, low_cpu_mem_usage=False, **common)
         vae = AutoencoderKL.from_pretrained(where, subfolder="vae", torch_dtype=dtype, variant=variant,
-                                            use_safetensors=True, **common)
+                                            use_safetensors=True, low_cpu_mem_usage=False, **common)
         text_encoder = CLIPTextModel.from_pretrained(where, subfolder="text_encoder", torch_dtype=dtype, variant=variant,
                                                      use_safetensors=True, **common)
         tokenizer = CLIPTokenizer.from_pretrained(where, subfolder="tokenizer", **common)

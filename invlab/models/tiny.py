@@ -46,8 +46,10 @@ def _load_module(module: torch.nn.Module, folder: Path, prefix: str, dtype: torc
     if not path.is_file():
         raise FileNotFoundError(f"missing weights {path}; train them with `python -m invlab.train` "
                                 "or pass the folder that holds them as weights_dir=")
-    module.load_state_dict(load_file(str(path)), strict=True, assign=True)
-    return module.to(device=device, dtype=dtype).eval().requires_grad_(False)
+    # Cast the tensors, then assign them: no random init, and no ModelMixin.to() (which warns).
+    state = {k: v.to(device=device, dtype=dtype) for k, v in load_file(str(path)).items()}
+    module.load_state_dict(state, strict=True, assign=True)
+    return module.eval().requires_grad_(False)
 
 
 def _check_dtype(dtype: Any) -> torch.dtype:
