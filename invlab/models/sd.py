@@ -218,7 +218,9 @@ def load_sd(name: str, dtype: torch.dtype = torch.float32, device: str | torch.d
             raise _not_available(name, f"the cache is incomplete: {err}") from err
         raise
     for m in (unet, vae, text_encoder):
-        m.to(device).eval().requires_grad_(False)
+        if next(m.parameters()).device != torch.device(device):
+            m.to(device)
+        m.eval().requires_grad_(False)
     sched_cfg.update(clip_sample=False, thresholding=False)
     pred = prediction_type or sched_cfg.get("prediction_type", "epsilon")
     return StableDiffusionDenoiser(unet, vae, text_encoder, tokenizer, NoiseSchedule.from_config(sched_cfg), pred,
@@ -295,7 +297,9 @@ def random_unet(config: dict[str, Any] | str = "sd15", dtype: torch.dtype = torc
         config = table[config]
     torch.manual_seed(seed)
     unet = UNet2DConditionModel(**config)
-    return unet.to(device=device, dtype=dtype).eval().requires_grad_(False)
+    if dtype != torch.float32 or torch.device(device) != torch.device("cpu"):
+        unet = unet.to(device=device, dtype=dtype)
+    return unet.eval().requires_grad_(False)
 
 
 def sd15_unet(dtype: torch.dtype = torch.float16, device: str | torch.device = "cpu", seed: int = 0):
