@@ -113,3 +113,17 @@ def test_sd15_architecture_config():
     assert SD15_UNET_CONFIG["cross_attention_dim"] == 768
     with pytest.raises(ValueError, match="choose one of"):
         random_unet("sdxl")
+
+
+def test_throughput_benchmark_runs_on_tiny_config(tmp_path):
+    import json
+    import runpy
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parent.parent / "benchmarks" / "unet_throughput.py"
+    main = runpy.run_path(str(script))["main"]
+    out = tmp_path / "t.json"
+    assert main(["--device", "cpu", "--config", "tiny", "--batches", "1", "--steps", "2", "--repeats", "1",
+                 "--json", str(out)]) == 0
+    rows = json.loads(out.read_text())
+    assert {r["loop"] for r in rows} == {"bare", "naive", "naive+rec", "diffusers"}
