@@ -1,5 +1,76 @@
-"""Plots for the kalman notebook(s)."""
+"""Plots for the Kalman-view notebook: gains per step, innovations, errors before/after the blend."""
 
 from __future__ import annotations
 
-__all__: list[str] = []
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+
+from .core import _np, save_figure
+
+__all__ = ["plot_blend_errors", "plot_final_errors", "plot_gains"]
+
+
+def plot_gains(steps: Sequence[int], gains: Mapping[str, Sequence[float]], spread: Mapping[str, tuple] | None = None,
+               save: str | Path | None = None, title: str = "weight on the prediction per blended step"):
+    """eta per step for each gain rule (left axis), with the Kalman gain K = 1 - eta on the right
+    axis. ``spread[name] = (lo, hi)`` arrays shade a per-sample range."""
+    fig, ax = plt.subplots(figsize=(6.4, 3.6))
+    for name, g in gains.items():
+        ax.plot(steps, _np(g), marker="o", ms=3, label=name)
+        if spread and name in spread:
+            lo, hi = spread[name]
+            ax.fill_between(steps, _np(lo), _np(hi), alpha=0.2)
+    ax.axhline(1.0, color="k", lw=0.8, ls=":")
+    ax.set_xlabel("inversion step")
+    ax.set_ylabel("eta (weight on the naive prediction)")
+    sec = ax.secondary_yaxis("right", functions=(lambda e: 1 - e, lambda k: 1 - k))
+    sec.set_ylabel("K = 1 - eta (gain on the measurement)")
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    save_figure(fig, save)
+    return fig
+
+
+def plot_blend_errors(steps: Sequence[int], innovation: Sequence[float], errors: Mapping[str, Sequence[float]],
+                      save: str | Path | None = None, suptitle: str | None = None):
+    """Left: the innovation's relative size ||y - x_bar|| / ||x_bar|| per step. Right: NMSE to the
+    true latent of the prediction, the measurement and the blended outputs (log scale)."""
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10.5, 3.6))
+    a.plot(steps, _np(innovation), marker="o", ms=3, color="tab:purple")
+    a.set_xlabel("inversion step")
+    a.set_ylabel("||innovation|| / ||prediction||")
+    a.set_title("innovation size (= the naive step's relative length)", fontsize=9)
+    a.grid(alpha=0.3)
+    for name, e in errors.items():
+        b.semilogy(steps, np.clip(_np(e), 1e-300, None), marker="o", ms=3, label=name)
+    b.set_xlabel("inversion step")
+    b.set_ylabel("NMSE to the true latent")
+    b.set_title("error before and after the blend", fontsize=9)
+    b.grid(True, which="both", alpha=0.3)
+    b.legend(fontsize=8)
+    if suptitle:
+        fig.suptitle(suptitle, fontsize=10)
+    fig.tight_layout()
+    save_figure(fig, save)
+    return fig
+
+
+def plot_final_errors(values: Mapping[str, float], save: str | Path | None = None,
+                      title: str = "final noise NMSE", ax=None):
+    """A bar per run (log scale) with the value written on it."""
+    fig, ax = (ax.figure, ax) if ax is not None else plt.subplots(figsize=(5.2, 3.2))
+    names = list(values)
+    v = np.array([float(values[k]) for k in names])
+    bars = ax.bar(names, v, color=plt.cm.tab10(np.arange(len(names)) % 10))
+    ax.set_yscale("log")
+    for r, x in zip(bars, v):
+        ax.text(r.get_x() + r.get_width() / 2, x, f"{x:.3g}", ha="center", va="bottom", fontsize=8)
+    ax.set_ylabel("NMSE to the true z_T")
+    ax.set_title(title, fontsize=10)
+    ax.grid(axis="y", which="both", alpha=0.3)
+    save_figure(fig, save)
+    return fig
