@@ -1,5 +1,126 @@
-"""Plots for the solvers notebook(s)."""
+"""Plots for exact inversion's inner solvers: residual curves, cost vs accuracy, NFE per step."""
 
 from __future__ import annotations
 
-__all__: list[str] = []
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+
+from .core import _np, save_figure
+
+__all__ = ["plot_inner_residuals", "plot_residual_fans", "plot_tradeoff", "plot_nfe_breakdown"]
+
+
+def _floor(a) -> np.ndarray:
+    return np.clip(_np(a), 1e-300, None)
+
+
+def plot_inner_residuals(curves: Mapping[str, Sequence[float]], tol: float | Mapping[str, float] | None = None,
+                         highlight: str | None = None, title: str = "residual of one step vs inner iteration",
+                         ax=None, save: str | Path | None = None):
+    """Residual ||Phi(y_k) - x_t|| after each inner iteration k, one line per solver.
+
+    ``tol``: a tolerance line (one number, or one per solver name). ``highlight``: draw that
+    solver bold and the others faint. Returns (figure, the highlighted curve or all concatenated).
+    """
+    fig, ax = (ax.figure, ax) if ax is not None else plt.subplots(figsize=(6.4, 3.6))
+    drawn = []
+    for k, (name, c) in enumerate(curves.items()):
+        c = _floor(c)
+        bold = highlight is None or name == highlight
+        ax.semilogy(np.arange(len(c)), c, marker="o", ms=3 if bold else 2, lw=2.0 if bold else 1.0,
+                    alpha=1.0 if bold else 0.35, color=f"C{k}", label=name)
+        if bold:
+            drawn.append(c)
+        if isinstance(tol, Mapping) and name in tol and bold:
+            ax.axhline(tol[name], color=f"C{k}", lw=0.8, ls=":")
+    if tol is not None and not isinstance(tol, Mapping):
+        ax.axhline(tol, color="k", lw=0.8, ls=":", label=f"tol {tol:g}")
+    ax.set_xlabel("inner iteration (evaluations of Phi after the initial guess)")
+    ax.set_ylabel("residual")
+    ax.set_title(title)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    save_figure(fig, save)
+    return fig, (np.concatenate(drawn) if drawn else np.zeros(1))
+
+
+def plot_residual_fans(fans: Mapping[str, Sequence[Sequence[float]]], tol: Mapping[str, float] | None = None,
+                       ylabel: Mapping[str, str] | None = None, save: str | Path | None = None):
+    """One panel per solver: every inversion step's residual curve, coloured by step
+    (dark = first step, near the clean image; light = last, near the noise)."""
+    names = list(fans)
+    fig, axes = plt.subplots(1, len(names), figsize=(3.3 * len(names), 3.2), squeeze=False)
+    cmap = plt.get_cmap("viridis")
+    for ax, name in zip(axes[0], names):
+        curves = fans[name]
+        n = max(len(curves) - 1, 1)
+        for i, c in enumerate(curves):
+            c = _floor(c)
+            ax.semilogy(np.arange(len(c)), c, lw=0.9, color=cmap(i / n), alpha=0.8)
+        if tol and name in tol:
+            ax.axhline(tol[name], color="r", lw=0.8, ls=":")
+        its = [len(c) - 1 for c in curves]
+        ax.set_title(f"{name}\n(iterations {min(its)}-{max(its)}, mean {np.mean(its):.1f})", fontsize=9)
+        ax.set_xlabel("inner iteration")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.set_ylabel((ylabel or {}).get(name, "residual (RMS)"), fontsize=8)
+    sm = plt.cm.ScalarMappable(cmap=cmap, norm=plt.Normalize(1, max(len(c) for c in fans.values())))
+    fig.colorbar(sm, ax=axes[0].tolist(), fraction=0.02, pad=0.01, label="inversion step")
+    save_figure(fig, save)
+    return fig
+
+
+def plot_tradeoff(points: Mapping[str, tuple[Sequence[float], Sequence[float]]],
+                  labels: Mapping[str, Sequence[str]] | None = None, baselines: Mapping[str, float] | None = None,
+                  title: str = "accuracy vs cost", xlabel: str = "NFE per inversion step",
+                  ylabel: str = "final noise NMSE", save: str | Path | None = None):
+    """Error vs cost, one line per solver: ``points[name] = (costs, errors)``; ``labels[name]``
+    annotates each point (e.g. its tolerance); ``baselines`` draws horizontal reference lines."""
+    fig, ax = plt.subplots(figsize=(6.6, 4.0))
+    for k, (name, (cost, err)) in enumerate(points.items()):
+        cost, err = _np(cost), _floor(err)
+        ax.semilogy(cost, err, marker="o", ms=4, lw=1.5, color=f"C{k}", label=name)
+        for j, txt in enumerate((labels or {}).get(name, [])):
+            ax.annotate(txt, (cost[j], err[j]), textcoords="offset points", xytext=(4, 3), fontsize=6, color=f"C{k}")
+    for j, (name, v) in enumerate((baselines or {}).items()):
+        ax.axhline(v, color="gray", ls=["--", ":", "-."][j % 3], lw=1.0, label=name)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    save_figure(fig, save)
+    return fig
+
+
+def plot_nfe_breakdown(parts: Mapping[str, Sequence[float]], order: Sequence[int] | None = None,
+                       x_labels: Sequence[float] | None = None, title: str = "where the NFE of each step go",
+                       save: str | Path | None = None):
+    """Stacked bars per inversion step (``parts[name]`` = NFE per step); ``order`` is written
+    above each bar (the sampler's order on the step being inverted)."""
+    fig, ax = plt.subplots(figsize=(6.6, 3.4))
+    n = len(next(iter(parts.values())))
+    xs = np.arange(1, n + 1)
+    bottom = np.zeros(n)
+    for name, v in parts.items():
+        v = _np(v)
+        ax.bar(xs, v, bottom=bottom, label=name)
+        bottom += v
+    if order is not None:
+        for x, o, b in zip(xs, order, bottom):
+            ax.text(x, b, f"o{int(o)}", ha="center", va="bottom", fontsize=7)
+    ax.set_xticks(xs)
+    if x_labels is not None:
+        ax.set_xticklabels([f"{v:g}" for v in x_labels], fontsize=7, rotation=45)
+        ax.set_xlabel("timestep reached (o1/o2: order of the sampling step inverted)")
+    else:
+        ax.set_xlabel("inversion step")
+    ax.set_ylabel("NFE")
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    ax.set_ylim(0, bottom.max() * 1.15)
+    save_figure(fig, save)
+    return fig
