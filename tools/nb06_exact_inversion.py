@@ -157,7 +157,7 @@ publish(steps=steps, guidance=cfg.guidance, naive_noise_nmse=naive_nmse,
         reference_rms1e9_nfe_per_step=ref_rms[1e-9].nfe_per_step, reference_rms1e9_noise_nmse=ref_rms[1e-9].noise_nmse,
         reference_over_anderson_nfe=ref_rms[1e-9].nfe_per_step / and_pts[1e-9].nfe_per_step,
         all_converged=all(r["converged_fraction"] == 1.0 for r in table.values()));'''),
-    md("Every solver traces the same kind of curve: each hundredfold cut of the tolerance costs one to two more NFE per step (the reference solver about five) and buys about four orders of magnitude of noise error (the error goes with the square of the residual). Anderson's curve lies furthest left; the reference solver needs about five times its NFE for the same tolerance, and at its own stopping rule it stops near $5\\cdot10^{-3}$ — ten times better than naive inversion but nowhere near exact."),
+    md("For Anderson, forward step and gradient each hundredfold cut of the tolerance costs one to three more NFE per step and buys about four orders of magnitude of noise error (the error goes with the square of the residual); the reference solver pays about five NFE for only two orders, because its warm-up and plateau halving keep its steps small. Anderson's curve lies furthest left; the reference solver needs about five times its NFE for the same tolerance, and at its own stopping rule it stops near $5\\cdot10^{-3}$ — ten times better than naive inversion but nowhere near exact."),
     md(r"""
 ## 4. DPM-Solver++(2M): Algorithm 2
 
