@@ -68,3 +68,21 @@ def test_03_error_accumulation(tmp_path):
     assert res["naive_error_monotone"] and res["accumulated_over_local"] > 5
     assert res["easyinv_noise_nmse"] > res["naive_noise_nmse"]   # measured: EasyInv hurts on the analytic model
     assert {"03_step_errors.png", "03_latent_grid.png"} <= {p.name for p in (tmp_path / "figures").iterdir()}
+
+
+@pytest.mark.slow
+def test_04_guidance_sensitivity(tmp_path):
+    res = _run(NB_DIR / "04_guidance_sensitivity.ipynb", tmp_path)
+    assert res["w_low"] == 1.0 and res["w_high"] > 1.0
+    assert res["analytic_exact_converged_high"] == 1.0              # a perfect model: converges at every w
+    assert res["analytic_exact_high"] < 1e-10
+    assert res["trained_exact_high"] < res["trained_naive_high"]
+    # the map shows where the solver stops converging: few steps and high guidance on the trained net
+    assert res["map_steps_min"] == 10 and res["map_converged_few_steps_high_w"] < 1.0
+    assert res["map_converged_most_steps_low_w"] == 1.0
+    for name in ("analytic", "trained"):
+        assert res[f"{name}_naive_high"] > 1e-3
+        assert res[f"{name}_naive_high"] > res[f"{name}_naive_low"]   # guidance makes naive inversion worse
+        assert res[f"{name}_easyinv_high"] > res[f"{name}_naive_high"]  # measured: EasyInv hurts on our models
+    assert res["trained_naive_high"] > res["analytic_naive_high"]
+    assert {"04_guidance_analytic.png", "04_guidance_trained.png", "04_convergence_map.png"} <= {p.name for p in (tmp_path / "figures").iterdir()}

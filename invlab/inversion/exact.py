@@ -35,7 +35,7 @@ import torch
 from ..loop import Runner, Setup, progress
 from ..schedules import Level
 from ..steps import ddim_step, dpmpp2m_high_order, x0_from_eps
-from .solvers import SolverOptions, solve
+from .solvers import SolverOptions, coarser_dtype, solve
 
 INITS = ("reuse", "naive")
 FREEZES = ("both", "past")
@@ -120,6 +120,7 @@ def invert_exact(setup: Setup, hooks, opts: ExactOptions, check_finite: bool = T
                                 "inner": opts.inner, "init": opts.init, "freeze": opts.freeze,
                                 "preset": opts.preset}, levels, check_finite)
     x = setup.x
+    precision = getattr(setup.model, "dtype", None)  # a network's own compute dtype, if it has one
     cached_eps = None  # eps(x, label of x's level) from the previous step's last Phi evaluation
     with torch.no_grad():
         for i in progress(range(n), show_progress, f"invert exact/{opts.inner}"):
@@ -157,8 +158,9 @@ def invert_exact(setup: Setup, hooks, opts: ExactOptions, check_finite: bool = T
                     val = val + (H if H is not None else dpmpp2m_high_order(x0, x0_r, r, s, t, grid.solver_type))
                 return val, (out, x0)
 
-            res = solve(phi, x, init, opts, rho=rho)
-            extras.update(inner_residuals=res.residuals, step_sizes=res.step_sizes, converged=res.converged,
+            res = solve(phi, x, init, opts, rho=rho, precision=precision)
+            extras.update(tol=opts.tolerance(coarser_dtype(x.dtype, precision)),
+                          inner_residuals=res.residuals, step_sizes=res.step_sizes, converged=res.converged,
                           diverged=res.diverged, stop_reason=res.stop_reason, iterations=res.iterations)
             if res.aux is not None:
                 out, x0 = res.aux

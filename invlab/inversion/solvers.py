@@ -32,6 +32,13 @@ SOLVER_NAMES = ("anderson", "forward-step", "gradient")
 DEFAULT_TOL = {torch.float64: 1e-9, torch.float32: 1e-6, torch.float16: 2e-3, torch.bfloat16: 1e-2}
 
 
+def coarser_dtype(a: torch.dtype, b: torch.dtype | None) -> torch.dtype:
+    """The less precise of two floating dtypes (``a`` when ``b`` is None or not floating)."""
+    if b is None or not b.is_floating_point:
+        return a
+    return b if torch.finfo(b).eps > torch.finfo(a).eps else a
+
+
 @dataclass
 class SolverOptions:
     """Inner-solver options (defaults: Anderson, tolerance by dtype, at most 50 iterations).
@@ -104,9 +111,13 @@ def _measure(r: torch.Tensor, kind: str) -> torch.Tensor:
 
 
 def solve(phi: Callable[[torch.Tensor], tuple[torch.Tensor, object]], target: torch.Tensor, x0: torch.Tensor,
-          opts: SolverOptions, rho: float | None = None) -> SolveResult:
-    """Solve ``phi(x)[0] == target`` from ``x0``. ``phi`` returns (value, aux); one NFE per call."""
-    tol = opts.tolerance(target.dtype)
+          opts: SolverOptions, rho: float | None = None, precision: torch.dtype | None = None) -> SolveResult:
+    """Solve ``phi(x)[0] == target`` from ``x0``. ``phi`` returns (value, aux); one NFE per call.
+
+    ``precision``: the dtype the network computes in, when it differs from the state's (e.g. a
+    float32 UNet driven by a float64 state). The default tolerance follows the coarser of the
+    two, since no iteration can push the residual below the network's own round-off."""
+    tol = opts.tolerance(coarser_dtype(target.dtype, precision))
     rho = float(opts.rho if rho is None else rho)
     B = x0.shape[0]
     x = x0.detach()

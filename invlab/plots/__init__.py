@@ -7,6 +7,8 @@ from .core import *  # noqa: F401,F403
 from .core import __all__ as _core
 from .flows import *  # noqa: F401,F403
 from .flows import __all__ as _flows
+from .guidance import *  # noqa: F401,F403
+from .guidance import __all__ as _guidance
 from .kalman import *  # noqa: F401,F403
 from .kalman import __all__ as _kalman
 from .latent import *  # noqa: F401,F403
@@ -14,4 +16,4 @@ from .latent import __all__ as _latent
 from .solvers import *  # noqa: F401,F403
 from .solvers import __all__ as _solvers
 
-__all__ = [*_core, *_flows, *_kalman, *_latent, *_solvers]
+__all__ = [*_core, *_flows, *_guidance, *_kalman, *_latent, *_solvers]

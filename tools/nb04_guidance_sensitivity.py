@@ -1,0 +1,143 @@
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from nbgen_common import *  # noqa: E402,F403
+
+name = "04_guidance_sensitivity"
+cells = colab_cells(name, "Why does inversion break above guidance 1?", """
+- how the noise and image reconstruction errors of naive inversion, EasyInv and exact inversion
+  change with the classifier-free guidance scale $w$;
+- that the answer depends on the model: on a *perfect* (analytic) model and on a *trained*
+  network the same methods behave differently;
+- whether the exact solver keeps converging as $w$ grows, shown, not hidden;
+- with a guidance slider: the reconstructions themselves.
+
+The folklore ("DDIM inversion works at guidance 1 and fails at 7.5") comes from Stable Diffusion.
+Here you can check which part of it holds on models small enough to run on a laptop.
+""")
+cells += [
+    params('''# Parameters (papermill overrides these; keep them literals)
+QUICK = False
+SEED = 0
+MODEL = "gmm-digits"        # the analytic model (exact eps)
+TRAINED = "digits"          # a trained network to compare with; "" to skip
+STEPS = 50
+GUIDANCE = 10.0             # the largest guidance of the sweep
+BATCH = 4
+DTYPE = "float64"
+FIGURES = "../figures"'''),
+    code('''import torch
+import invlab
+from invlab import plots
+from invlab.nbsetup import setup
+from invlab.report import publish
+from invlab.studies.guidance import convergence_map, guidance_sweep
+from invlab.widgets import GuidanceExplorer
+
+cfg = setup(QUICK, SEED, MODEL, STEPS, GUIDANCE, FIGURES, DTYPE)
+if TRAINED and TRAINED not in invlab.available_models():
+    raise ValueError(f"unknown TRAINED model {TRAINED!r}; choose one of {invlab.available_models()} or ''")
+if not isinstance(BATCH, int) or BATCH < 1:
+    raise ValueError(f"BATCH must be a positive integer (got {BATCH!r})")
+if cfg.guidance < 1:
+    raise ValueError("GUIDANCE is the top of the sweep; use a value >= 1")
+batch = 2 if cfg.quick else BATCH
+steps = min(cfg.steps, 10) if cfg.quick else cfg.steps
+candidates = [1.0, 2.0, 3.0, 5.0, 7.5, 10.0]
+guidances = [w for w in candidates if w <= cfg.guidance] or [1.0]
+if cfg.quick:
+    guidances = sorted({guidances[0], guidances[-1]})
+cond = torch.arange(batch) % cfg.model.num_classes
+print(f"{steps} DDIM steps, guidance sweep {guidances}, batch {batch}")'''),
+    md(r"""
+## 1. The sweep on the analytic model
+
+For each $w$ we sample $x_0$ from $z_T$ with guidance $w$, invert with the same $w$ (the guided
+noise $\hat\varepsilon = \varepsilon_u + w(\varepsilon_c - \varepsilon_u)$ is used inside every
+inversion step), and measure the **noise error** $\|\hat z_T - z_T\|^2/\|z_T\|^2$ and the **image
+error** $\|\hat x_0 - x_0\|^2/\|x_0\|^2$ after sampling again from $\hat z_T$.
+"""),
+    code('''z_T = invlab.noise(cfg.model, batch, seed=cfg.seed, dtype=cfg.dtype)
+analytic = guidance_sweep(cfg.model, z_T, steps, guidances, cond, show_progress=True)
+plots.plot_guidance_errors(guidances, {"noise NMSE": analytic.series("noise_nmse"),
+                                       "image NMSE": analytic.series("image_nmse")},
+                           marks={"noise NMSE": analytic.first_unconverged()},
+                           save=cfg.figures / "04_guidance_analytic.png");
+for m in analytic.methods:
+    print(f"{m:8s} noise NMSE: " + "  ".join(f"w={w:g}: {v:.2e}" for w, v in zip(guidances, analytic.series("noise_nmse")[m])))'''),
+    md("On the analytic mixture, guidance hardly matters: naive inversion's noise error rises only slightly from $w=1$ to the top of the sweep, EasyInv stays worse than naive at every $w$, and exact inversion stays at round-off level everywhere. A perfect model's guided noise field is smooth enough for the naive approximation to degrade gracefully."),
+    md("## 2. Does the exact solver keep converging?\n\nThe exact-inversion authors fall back to naive inversion at $w=7.5$ because their fixed-point iteration becomes unstable. Here is the fraction of steps whose inner solver converged, and how many iterations it needed:"),
+    code('''conv = analytic.series("converged_fraction")["exact"]
+iters = analytic.series("mean_iterations")["exact"]
+for w, c, it in zip(guidances, conv, iters):
+    print(f"w={w:4g}: {100 * c:5.1f}% of steps converged, {it:.2f} inner iterations per step on average")
+first_fail = analytic.first_unconverged()
+print("first w where a step failed to converge:", first_fail)'''),
+    md("If the printout names a $w$, that is where the solver first failed on at least one step (the failure is flagged in that step's record, never silent); if it says `None`, Anderson-accelerated backward Euler converged at every step of every $w$ in the sweep, needing slightly more iterations as $w$ grows."),
+    md("## 3. The same sweep on a trained network\n\nThe shipped `digits` UNet was trained on the same digits; its noise prediction is a network's, not a formula."),
+    code('''trained = None
+if TRAINED:
+    net = invlab.load_model(TRAINED)
+    zt = invlab.noise(net, batch, seed=cfg.seed, dtype=torch.float64)   # float64 state around a float32 network
+    trained = guidance_sweep(net, zt, steps, guidances, cond, show_progress=True)
+    plots.plot_guidance_errors(guidances, {"noise NMSE": trained.series("noise_nmse"),
+                                           "image NMSE": trained.series("image_nmse")},
+                               marks={"noise NMSE": trained.first_unconverged()},
+                               save=cfg.figures / "04_guidance_trained.png");
+    for m in trained.methods:
+        print(f"{m:8s} noise NMSE: " + "  ".join(f"w={w:g}: {v:.2e}" for w, v in zip(guidances, trained.series("noise_nmse")[m])))
+    for name, sweep in (("analytic", analytic), ("trained", trained)):
+        naive = sweep.series("noise_nmse")["naive"]
+        conv = sweep.series("converged_fraction")["exact"]
+        print(f"{name:8s}: naive error grows x{naive[-1] / naive[0]:.2f} from w={guidances[0]:g} to w={guidances[-1]:g}; "
+              f"exact solver converged on {100 * min(conv):.0f}% of steps at worst")'''),
+    md("Compare the last two lines of the printout. On the trained network naive inversion's error is larger at every $w$ and grows faster with $w$ (in the full run about ×1.4 from $w=1$ to $w=10$, against ×1.2 on the mixture): a network's guided noise field changes more between neighbouring noise levels than the closed form does. With 50 steps exact inversion still converges at every step; its error (about $10^{-10}$–$10^{-8}$) is set by the solver's tolerance, which follows the network's float32 arithmetic (`extras[\"tol\"]` in the records), not by the guidance. On these small models the folklore's \"breaks above guidance 1\" is a gradual worsening of naive inversion, not a cliff."),
+    md(r"""
+## 3b. Where the exact solver stops converging
+
+Backward Euler solves $\Phi(\hat x_s) = x_t$ by iteration; the iteration is a contraction only
+while one step's map is close enough to the identity. Larger steps (fewer of them) and larger $w$
+(a guided noise field that changes faster with $x$) both push it away. The map below runs exact
+inversion of the trained network over a grid of step counts and guidance scales.
+"""),
+    code('''cmap = None
+if TRAINED:
+    steps_list = [10, 20] if cfg.quick else [10, 20, 50]
+    cmap = convergence_map(net, zt, steps_list, guidances, cond, show_progress=True)
+    plots.plot_convergence_map(cmap, save=cfg.figures / "04_convergence_map.png");
+    for i, n in enumerate(cmap["steps"]):
+        fails = [w for j, w in enumerate(cmap["guidances"]) if cmap["converged"][i, j] < 1]
+        print(f"{n:3d} steps: solver fails on some step from w = {min(fails):g}" if fails else f"{n:3d} steps: converged everywhere")'''),
+    md("Read the left map row by row: with few, large steps the solver stops converging once guidance is moderate, and where it fails (the failing step is flagged `converged=False` with its `stop_reason`, never silent) exact inversion loses most of its advantage over naive (right map towards 0), and with the fewest steps and the largest $w$ it can end up no better than naive at all. With 50 steps it converges at every guidance of the sweep. This is the regime in which the exact-inversion authors fall back to naive inversion; here it is a map you can read, not a rule of thumb. Note also that a solver can converge at every step and still land far from $z_T$ when a large step's implicit equation has more than one solution (compare both maps at 10 steps, $w=1$, if it shows)."),
+    md("## 4. Look at the reconstructions\n\nThe slider picks $w$; rows are the original samples and each method's reconstruction (sampled again from its inverted noise). Everything was computed above; the slider only redraws."),
+    code('''explorer = GuidanceExplorer(trained if trained is not None else analytic)
+explorer'''),
+    code('''def _at(sweep, method, w, key="noise_nmse"):
+    return sweep.rows[(w, method)][key]
+
+w_lo, w_hi = guidances[0], guidances[-1]
+numbers = dict(steps=steps, w_low=w_lo, w_high=w_hi,
+               analytic_naive_low=_at(analytic, "naive", w_lo), analytic_naive_high=_at(analytic, "naive", w_hi),
+               analytic_easyinv_high=_at(analytic, "easyinv", w_hi), analytic_exact_high=_at(analytic, "exact", w_hi),
+               analytic_exact_converged_high=_at(analytic, "exact", w_hi, "converged_fraction"))
+if trained is not None:
+    numbers.update(trained_naive_low=_at(trained, "naive", w_lo), trained_naive_high=_at(trained, "naive", w_hi),
+                   trained_easyinv_high=_at(trained, "easyinv", w_hi), trained_exact_high=_at(trained, "exact", w_hi),
+                   trained_exact_converged_high=_at(trained, "exact", w_hi, "converged_fraction"))
+if cmap is not None:
+    numbers.update(map_steps_min=cmap["steps"][0], map_converged_few_steps_high_w=float(cmap["converged"][0, -1]),
+                   map_exact_few_steps_high_w=float(cmap["exact"][0, -1]),
+                   map_naive_few_steps_high_w=float(cmap["naive"][0, -1]),
+                   map_converged_most_steps_low_w=float(cmap["converged"][-1, 0]))
+publish(**numbers)'''),
+    md("""
+## Questions to try
+
+1. Raise `GUIDANCE` to 10. Does the exact solver start failing anywhere? Which steps (look at `extras["stop_reason"]` in the records)?
+2. Run the sweep with `STEPS = 10`. Which model's naive error is more sensitive to the step count?
+3. Invert with `guidance=1` an image that was *sampled* with guidance 5 (call `invlab.invert` yourself). Is that better or worse than inverting with the same guidance?
+4. Why can a perfect model's inversion be robust to guidance while a trained network's is not? Think about how smooth each eps field is in x.
+"""),
+]
+write(str(Path(__file__).resolve().parent.parent / "notebooks" / f"{name}.ipynb"), cells)
