@@ -16,8 +16,13 @@ DTYPES = {"float32": torch.float32, "float64": torch.float64, "float16": torch.f
 
 
 def setup(QUICK: bool, SEED: int, MODEL: str, STEPS: int, GUIDANCE: float, FIGURES: str = "../figures",
-          DTYPE: str = "float64", DEVICE: str = "cpu", **extra: Any) -> SimpleNamespace:
-    """Validate a notebook's parameters and return them (plus the loaded ``model``) as a namespace."""
+          DTYPE: str = "float64", DEVICE: str = "cpu", MODEL_DTYPE: str | None = None,
+          **extra: Any) -> SimpleNamespace:
+    """Validate a notebook's parameters and return them (plus the loaded ``model``) as a namespace.
+
+    ``DTYPE`` is the dtype of the latents the methods carry; ``MODEL_DTYPE`` (optional) the dtype a
+    *network* computes in (e.g. "float16" for Stable Diffusion on a GPU); analytic models ignore it.
+    """
     from . import available_models, load_model
     from .models.base import check_guidance
     from .schedules import check_steps
@@ -41,10 +46,16 @@ def setup(QUICK: bool, SEED: int, MODEL: str, STEPS: int, GUIDANCE: float, FIGUR
     is_path = Path(str(MODEL)).exists() or "/" in str(MODEL)
     if MODEL not in available_models() and not is_path:
         raise ValueError(f"unknown MODEL {MODEL!r}; choose one of {available_models()} (or a Stable Diffusion folder/hub id)")
+    load_kwargs: dict[str, Any] = {}
+    if MODEL_DTYPE is not None:
+        if MODEL_DTYPE not in DTYPES:
+            raise ValueError(f"parameter MODEL_DTYPE must be one of {sorted(DTYPES)} (got {MODEL_DTYPE!r})")
+        if not str(MODEL).startswith("gmm-"):  # analytic models compute in the latents' own dtype
+            load_kwargs = {"dtype": DTYPES[MODEL_DTYPE], "device": DEVICE}
     torch.manual_seed(SEED)
     figures = Path(FIGURES)
     figures.mkdir(parents=True, exist_ok=True)
-    model = load_model(MODEL).to(DEVICE)
+    model = load_model(MODEL, **load_kwargs).to(DEVICE)
     return SimpleNamespace(quick=QUICK, seed=SEED, model_name=MODEL, model=model, steps=int(STEPS),
                            guidance=float(GUIDANCE), dtype=DTYPES[DTYPE], device=torch.device(DEVICE),
                            figures=figures, **extra)

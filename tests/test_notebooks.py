@@ -86,3 +86,29 @@ def test_04_guidance_sensitivity(tmp_path):
         assert res[f"{name}_easyinv_high"] > res[f"{name}_naive_high"]  # measured: EasyInv hurts on our models
     assert res["trained_naive_high"] > res["analytic_naive_high"]
     assert {"04_guidance_analytic.png", "04_guidance_trained.png", "04_convergence_map.png"} <= {p.name for p in (tmp_path / "figures").iterdir()}
+
+
+@pytest.mark.slow
+def test_08_your_model_default(tmp_path):
+    res = _run(NB_DIR / "08_your_model.ipynb", tmp_path)
+    assert res["model"] == "digits" and res["solver"] == "ddim"
+    assert res["exact_noise_nmse"] < 1e-6 < 1e-3 < res["naive_noise_nmse"]
+    assert res["exact_unconverged_steps"] == 0 and res["exact_nfe_per_step"] <= 12
+    assert "decoder_inversion_mse" not in res                          # pixel model: the latent section is skipped
+    assert {"08_samples.png", "08_step_errors.png", "08_guidance.png"} <= {p.name for p in (tmp_path / "figures").iterdir()}
+
+
+@pytest.mark.slow
+def test_08_your_model_on_an_offline_stable_diffusion_pipeline(tmp_path, monkeypatch):
+    """MODEL = a local Stable Diffusion folder (a tiny random pipeline): the text-conditional,
+    latent path of the notebook runs end to end with no network."""
+    pytest.importorskip("transformers")
+    from invlab.models.sd import save_tiny_pipeline
+
+    folder = save_tiny_pipeline(tmp_path / "tiny-sd")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    res = _run(NB_DIR / "08_your_model.ipynb", tmp_path, MODEL=str(folder), DTYPE="float32")
+    assert res["exact_noise_nmse"] < 1e-6 and res["exact_noise_nmse"] < res["naive_noise_nmse"]
+    assert res["true_exact_diffusion"] < 1e-8                          # from the true latent: only the diffusion part
+    assert res["encoder_exact_vae"] == pytest.approx(res["encoder_mse"])
+    assert "08_error_split.png" in {p.name for p in (tmp_path / "figures").iterdir()}

@@ -18,7 +18,7 @@ def _split(req):
 def test_environment_yml_agrees_with_pyproject():
     py = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     reqs = list(py["dependencies"])
-    for extra in ("notebooks", "test"):
+    for extra in ("notebooks", "test", "sd"):
         reqs += py["optional-dependencies"][extra]
     want = {CONDA_NAMES.get(n, n): spec for n, spec in map(_split, reqs)}
     env = yaml.safe_load((ROOT / "environment.yml").read_text())
