@@ -4,7 +4,8 @@ The bare loop calls the same model's eps and does the same DDIM arithmetic, with
 invlab.sample is timed with the default Recorder (x_cur, x_next, eps, x0_hat copied to the CPU
 at every step) and with recording off. Prints medians of several runs and the ratios.
 
-    python benchmarks/hook_overhead.py [--batch 256] [--steps 50] [--repeats 7] [--dtype float32]
+    python benchmarks/hook_overhead.py [--model gmm-digits] [--batch 256] [--steps 50] [--repeats 7]
+                                      [--dtype float32] [--threads N]
 """
 
 from __future__ import annotations
@@ -32,14 +33,19 @@ def bare_loop(model, z, steps, guidance, cond):
     return x
 
 
-def timed(fn, repeats):
-    fn()  # warm-up
-    out = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        out.append(time.perf_counter() - t0)
-    return statistics.median(out)
+def timed_interleaved(fns: dict, repeats: int) -> dict:
+    """Median seconds of each function. The variants run interleaved, in a rotating order, so a
+    slow spell of the machine (another process, frequency changes) hits all of them alike."""
+    for fn in fns.values():
+        fn()  # warm-up
+    times = {k: [] for k in fns}
+    names = list(fns)
+    for r in range(repeats):
+        for k in names[r % len(names):] + names[:r % len(names)]:
+            t0 = time.perf_counter()
+            fns[k]()
+            times[k].append(time.perf_counter() - t0)
+    return {k: statistics.median(v) for k, v in times.items()}
 
 
 def main():
@@ -50,19 +56,24 @@ def main():
     ap.add_argument("--guidance", type=float, default=3.0)
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--dtype", default="float32", choices=["float32", "float64"])
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     args = ap.parse_args()
     dtype = getattr(torch, args.dtype)
     model = invlab.load_model(args.model)
     z = invlab.noise(model, args.batch, seed=0, dtype=dtype)
     cond = torch.arange(args.batch) % model.num_classes
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     c = model.check_cond(cond, args.batch, z)
-    call = timed(lambda: model.eps(z, 500.0, c, args.guidance), args.repeats) * 1e3
-    bare = timed(lambda: bare_loop(model, z, args.steps, args.guidance, cond), args.repeats)
-    rec = timed(lambda: invlab.sample(model, z, args.steps, "ddim", args.guidance, cond), args.repeats)
-    off = timed(lambda: invlab.sample(model, z, args.steps, "ddim", args.guidance, cond,
-                                      hooks=[invlab.Recorder(keys=())]), args.repeats)
-    inv = timed(lambda: invlab.invert(model, z, args.steps, "ddim", "naive", args.guidance, cond), args.repeats)
+    t = timed_interleaved({
+        "call": lambda: model.eps(z, 500.0, c, args.guidance),
+        "bare": lambda: bare_loop(model, z, args.steps, args.guidance, cond),
+        "rec": lambda: invlab.sample(model, z, args.steps, "ddim", args.guidance, cond),
+        "off": lambda: invlab.sample(model, z, args.steps, "ddim", args.guidance, cond, hooks=[invlab.Recorder(keys=())]),
+        "inv": lambda: invlab.invert(model, z, args.steps, "ddim", "naive", args.guidance, cond),
+    }, args.repeats)
+    call, bare, rec, off, inv = t["call"] * 1e3, t["bare"], t["rec"], t["off"], t["inv"]
     print(f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}")
     print(f"model {args.model}, {args.dtype}, batch {args.batch}, {args.steps} DDIM steps, guidance {args.guidance}")
     print(f"one guided eps call:                 {call:8.2f} ms (median)")
