@@ -6,7 +6,7 @@ CONSTRAINTS ?= constraints.txt
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.invlab-installed
 
-.PHONY: venv figures quick test clean
+.PHONY: venv browser-deps figures quick test clean
 
 venv: $(STAMP)
 
@@ -17,6 +17,21 @@ $(STAMP): pyproject.toml $(CONSTRAINTS)
 	$(PY) -m ipykernel install --sys-prefix --name python3 >/dev/null
 	touch $(STAMP)
 
+# The browser test's Node side (playwright-core, pinned in tests/browser/package-lock.json).
+# Without npm (or when npm ci fails) this only says so: the browser test then skips, or fails under CI=true.
+BROWSER_STAMP := tests/browser/node_modules/.invlab-installed
+
+browser-deps: $(BROWSER_STAMP)
+
+$(BROWSER_STAMP): tests/browser/package.json tests/browser/package-lock.json
+	@if command -v npm >/dev/null 2>&1; then \
+		echo "npm ci --prefix tests/browser --no-audit --no-fund"; \
+		npm ci --prefix tests/browser --no-audit --no-fund && touch $@ \
+			|| echo "npm ci failed: the browser test will skip (fail under CI=true)"; \
+	else \
+		echo "npm not found: not installing tests/browser (the browser test will skip; see README, Two commands)"; \
+	fi
+
 # Execute every notebook (full mode, embedded default model) and refresh figures/.
 figures: $(STAMP)
 	$(PY) -m invlab.notebooks --mode full --figures figures --out build/notebooks
@@ -25,8 +40,8 @@ figures: $(STAMP)
 quick: $(STAMP)
 	$(PY) -m invlab.notebooks --mode quick --figures build/figures-quick --out build/notebooks-quick
 
-test: $(STAMP)
+test: $(STAMP) $(BROWSER_STAMP)
 	$(PY) -m pytest
 
 clean:
-	rm -rf build $(VENV)
+	rm -rf build $(VENV) tests/browser/node_modules
