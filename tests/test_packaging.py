@@ -40,6 +40,8 @@ def test_readme_commands_exist_and_ci_runs_the_test_command():
     assert re.search(r"^figures:", make, re.M) and re.search(r"^test:", make, re.M)
     assert re.search(r"^make test$", ci, re.M)
     assert re.search(r"^torch==2\.13\.0$", (ROOT / "constraints.txt").read_text(), re.M)
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    assert f'-e ".[{",".join(extras)}]"' in make, "the Makefile installs every extra (so no test skips in CI)"
 
 
 def test_shipped_assets_are_safetensors_only():
