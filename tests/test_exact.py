@@ -117,3 +117,32 @@ def test_solvers_on_a_known_linear_map(inner):
 def test_bad_options(digits, kw, err, msg):
     with pytest.raises(err, match=msg):
         invlab.invert(digits, invlab.noise(digits, 2), 10, method="exact", cond=COND, **kw)
+
+
+def test_coarser_dtype():
+    from invlab.inversion.solvers import coarser_dtype
+
+    assert coarser_dtype(torch.float64, torch.float32) == torch.float32
+    assert coarser_dtype(torch.float32, torch.float64) == torch.float32
+    assert coarser_dtype(torch.float32, torch.bfloat16) == torch.bfloat16
+    assert coarser_dtype(torch.float64, None) == torch.float64
+
+
+def test_default_tolerance_follows_a_float32_network_under_float64_latents():
+    """A float32 UNet cannot push the residual to float64 round-off: the default tolerance is
+    float32's, every step converges, and the noise still comes back to ~1e-9."""
+    from invlab.inversion.solvers import DEFAULT_TOL
+    from invlab.metrics import nmse
+
+    net = invlab.load_model("digits")
+    cond = torch.arange(2)
+    z = invlab.noise(net, 2, seed=0, dtype=torch.float64)
+    x0 = invlab.sample(net, z, steps=20, guidance=1.0, cond=cond).final
+    inv = invlab.invert(net, x0, steps=20, method="exact", guidance=1.0, cond=cond)
+    assert {r.extras["tol"] for r in inv.records} == {DEFAULT_TOL[torch.float32]}
+    assert all(r.extras["converged"] for r in inv.records)
+    assert float(nmse(inv.final, z)) < 1e-7
+    gmm = invlab.load_model("gmm-digits")                       # no network dtype: the latents' own
+    inv = invlab.invert(gmm, invlab.sample(gmm, invlab.noise(gmm, 1), steps=5, cond=0).final, steps=5, method="exact",
+                        cond=0)
+    assert inv.records[0].extras["tol"] == DEFAULT_TOL[torch.float64]
