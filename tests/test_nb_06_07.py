@@ -42,8 +42,13 @@ def test_06_exact_inversion(tmp_path):
     # precision: float32 exact is limited by round-off, float64 is not
     assert res["exact_float64_noise_nmse"] < 1e-14 < res["exact_float32_noise_nmse"] < 1e-7
     assert res["naive_float32_noise_nmse"] > 1e-2
+    # Algorithm 2 on the trained net: the last step is ill-conditioned, the image comes back, the noise does not
+    assert res["last_step_sv_min_trained"] < 1e-3 < 1e-2 < res["last_step_sv_min_analytic"]
+    assert res["last_step_sv_small_trained"] > 10
+    assert res["trained_dpm_alg2_image_nmse"] < res["trained_dpm_naive_image_nmse"]
+    assert res["trained_dpm_alg2_noise_nmse"] > 0.1                   # measured: no exact noise recovery here
     assert {"06_residual_fans.png", "06_one_step_residuals.png", "06_tradeoff.png", "06_dpm_step_errors.png",
-            "06_dpm_nfe.png", "06_precision.png"} <= _figures(tmp_path)
+            "06_dpm_nfe.png", "06_precision.png", "06_last_step_conditioning.png"} <= _figures(tmp_path)
 
 
 @pytest.mark.slow

@@ -10,7 +10,7 @@ import numpy as np
 
 from .core import _np, save_figure
 
-__all__ = ["plot_inner_residuals", "plot_residual_fans", "plot_tradeoff", "plot_nfe_breakdown"]
+__all__ = ["plot_inner_residuals", "plot_residual_fans", "plot_tradeoff", "plot_nfe_breakdown", "plot_singular_values"]
 
 
 def _floor(a) -> np.ndarray:
@@ -122,5 +122,20 @@ def plot_nfe_breakdown(parts: Mapping[str, Sequence[float]], order: Sequence[int
     ax.set_title(title)
     ax.legend(fontsize=8)
     ax.set_ylim(0, bottom.max() * 1.15)
+    save_figure(fig, save)
+    return fig
+
+
+def plot_singular_values(curves: Mapping[str, Sequence[float]], title: str = "", save: str | Path | None = None):
+    """Sorted singular values (log scale), one line per step/model: how well-conditioned a step is."""
+    fig, ax = plt.subplots(figsize=(6.4, 3.6))
+    for name, sv in curves.items():
+        ax.semilogy(np.arange(1, len(sv) + 1), _floor(sv), label=name)
+    ax.set_xlabel("index (largest first)")
+    ax.set_ylabel("singular value of dPhi/dy")
+    ax.set_title(title, fontsize=10)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
     save_figure(fig, save)
     return fig

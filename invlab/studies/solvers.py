@@ -24,7 +24,8 @@ from ..trace import Recorder, Trajectory
 from .errors import Comparison, run_methods
 
 __all__ = ["INNER_SOLVERS", "DPM_VARIANTS", "SweepPoint", "compare_inner_solvers", "ddim_phi", "dpm_variants",
-           "inner_residuals", "nfe_breakdown", "precision_study", "solver_table", "tolerance_sweep"]
+           "inner_residuals", "last_step_singular_values", "nfe_breakdown", "precision_study", "solver_table",
+           "step_singular_values", "tolerance_sweep"]
 
 #: display name -> invert() keywords for exact inversion of DDIM with each inner solver
 INNER_SOLVERS: dict[str, dict[str, Any]] = {
@@ -169,3 +170,42 @@ def precision_study(model, z_T: torch.Tensor, steps: int, guidance: float, cond:
                                               "nfe_per_step": cmp.nfe_per_step(), "comparison": cmp}
     return out
 
+
+
+def step_singular_values(model, y: torch.Tensor, s: Level, t: Level, cond: Any = None, guidance: float = 1.0,
+                         max_dim: int = 4096) -> np.ndarray:
+    """Singular values (descending) of the Jacobian dPhi/dy of one DDIM step s -> t at the state
+    ``y`` (one sample, shape (1, ...)), by autograd.
+
+    Backward Euler solves Phi(y) = x_t. Where Phi has tiny singular values the step nearly erases
+    those directions of y: a small residual then still allows a large error in y, whatever the
+    solver (the error can be up to residual / smallest singular value). Dense Jacobian: only for
+    samples of at most ``max_dim`` entries (the digits models, not Stable Diffusion).
+    """
+    if y.shape[0] != 1:
+        raise ValueError(f"pass one sample, shape (1, ...) (got batch {y.shape[0]}); e.g. y[:1]")
+    if y[0].numel() > max_dim:
+        raise ValueError(f"a dense Jacobian of {y[0].numel()} entries is too large here (max_dim={max_dim})")
+    c = model.check_cond(cond, 1, y)
+    y0 = y.detach()
+
+    def f(v):
+        return ddim_phi(model, v.view_as(y0), s, t, c, guidance).flatten()
+
+    with torch.enable_grad():
+        J = torch.autograd.functional.jacobian(f, y0.flatten())
+    return torch.linalg.svdvals(J.double()).cpu().numpy()
+
+
+def last_step_singular_values(comparison: Comparison, sample_index: int = 0) -> np.ndarray:
+    """:func:`step_singular_values` of the *last sampling step* of ``comparison.reference`` (the
+    first step every inversion method takes), at the true state, for one sample. For a
+    second-order step this is the Jacobian of its DDIM part: the map Algorithm 2 solves once the
+    high-order term is frozen."""
+    ref = comparison.reference
+    st = comparison.settings
+    y = ref.latents()[-2][sample_index:sample_index + 1]
+    cond = st["cond"]
+    if isinstance(cond, torch.Tensor) and cond.dim() > 0:
+        cond = cond[sample_index:sample_index + 1]
+    return step_singular_values(st["model"], y, ref.levels[-2], ref.levels[-1], cond, st["guidance"])
