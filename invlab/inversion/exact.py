@@ -35,7 +35,7 @@ import torch
 from ..loop import Runner, Setup, progress
 from ..schedules import Level
 from ..steps import ddim_step, dpmpp2m_high_order, x0_from_eps
-from .solvers import SolverOptions, coarser_dtype, solve
+from .solvers import SolverOptions, solve
 
 INITS = ("reuse", "naive")
 FREEZES = ("both", "past")
@@ -159,8 +159,7 @@ def invert_exact(setup: Setup, hooks, opts: ExactOptions, check_finite: bool = T
                 return val, (out, x0)
 
             res = solve(phi, x, init, opts, rho=rho, precision=precision)
-            extras.update(tol=opts.tolerance(coarser_dtype(x.dtype, precision)),
-                          inner_residuals=res.residuals, step_sizes=res.step_sizes, converged=res.converged,
+            extras.update(tol=res.tol, inner_residuals=res.residuals, step_sizes=res.step_sizes, converged=res.converged,
                           diverged=res.diverged, stop_reason=res.stop_reason, iterations=res.iterations)
             if res.aux is not None:
                 out, x0 = res.aux

@@ -100,6 +100,7 @@ class SolveResult:
     residuals: list[float] = field(default_factory=list)     # error measure after each Phi evaluation
     step_sizes: list[float] = field(default_factory=list)
     aux: object = None   # what Phi returned alongside the value at x (only when x is the last iterate)
+    tol: float = float("nan")  # the stopping tolerance that was used
 
 
 def _measure(r: torch.Tensor, kind: str) -> torch.Tensor:
@@ -144,20 +145,20 @@ def solve(phi: Callable[[torch.Tensor], tuple[torch.Tensor, object]], target: to
         worst = float(err.max())
         residuals.append(worst)
         if not torch.isfinite(r).all():
-            return SolveResult(best_x, False, True, k, "non-finite residual", residuals, steps, None)
+            return SolveResult(best_x, False, True, k, "non-finite residual", residuals, steps, None, tol)
         improved = err < best_err
         if improved.any():
             m = improved.reshape(-1, *([1] * (x.dim() - 1)))
             best_x = torch.where(m, x, best_x)
             best_err = torch.where(improved, err, best_err)
         if worst < tol:
-            return SolveResult(x, True, False, k, "converged", residuals, steps, aux)
+            return SolveResult(x, True, False, k, "converged", residuals, steps, aux, tol)
         grows = grows + 1 if worst > prev_err else 0
         prev_err = worst
         if grows >= opts.divergence_patience:
-            return SolveResult(best_x, False, True, k, "residual grew", residuals, steps, None)
+            return SolveResult(best_x, False, True, k, "residual grew", residuals, steps, None, tol)
         if k >= opts.max_iter:
-            return SolveResult(best_x, False, False, k, "max_iter", residuals, steps, None)
+            return SolveResult(best_x, False, False, k, "max_iter", residuals, steps, None, tol)
         # step size: warm-up, then plateau halving
         rho_k = rho * min(1.0, (k + 1) / opts.warmup) if opts.warmup else rho
         if opts.plateau_patience is not None and k >= opts.warmup:
