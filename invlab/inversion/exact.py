@@ -159,8 +159,9 @@ def invert_exact(setup: Setup, hooks, opts: ExactOptions, check_finite: bool = T
                 return val, (out, x0)
 
             res = solve(phi, x, init, opts, rho=rho, precision=precision)
-            extras.update(tol=res.tol, inner_residuals=res.residuals, step_sizes=res.step_sizes, converged=res.converged,
-                          diverged=res.diverged, stop_reason=res.stop_reason, iterations=res.iterations)
+            extras.update(tol=res.tol, inner_residuals=res.residuals, step_sizes=res.step_sizes,
+                          converged=res.converged, diverged=res.diverged, stop_reason=res.stop_reason,
+                          iterations=res.iterations)
             if res.aux is not None:
                 out, x0 = res.aux
             else:  # the accepted iterate is not the last one evaluated: evaluate it once more
