@@ -28,6 +28,7 @@ from ..metrics import nmse
 from ..sampling import sample
 from ..steps import ddim_step, x0_from_eps
 from ..trace import Recorder, Trajectory
+from .errors import Comparison
 
 __all__ = ["GAIN_RUNS", "GainStudy", "KalmanSteps", "kalman_steps", "oracle_eta", "run_gains"]
 
@@ -113,20 +114,11 @@ def kalman_steps(run: Trajectory, reference: Trajectory, name: str = "") -> Kalm
 
 
 @dataclass
-class GainStudy:
-    """The sampling run (truth) and one inversion per gain setting, with their Kalman views."""
+class GainStudy(Comparison):
+    """The sampling run (truth) and one inversion per gain setting, with their Kalman views
+    (``steps_view``); errors, NFE and re-sampling come from :class:`Comparison`."""
 
-    z_T: torch.Tensor
-    reference: Trajectory
-    runs: dict[str, Trajectory]
-    steps_view: dict[str, KalmanSteps]
-    settings: dict[str, Any]
-
-    def noise_nmse(self) -> dict[str, float]:
-        return {k: float(nmse(t.final, self.z_T)) for k, t in self.runs.items()}
-
-    def step_errors(self) -> dict[str, torch.Tensor]:
-        return {k: t.errors_to(self.reference) for k, t in self.runs.items()}
+    steps_view: dict[str, KalmanSteps] = field(default_factory=dict)
 
     def nfe(self) -> dict[str, int]:
         return {k: t.nfe for k, t in self.runs.items()}
@@ -166,5 +158,6 @@ def run_gains(model, z_T: torch.Tensor, steps: int = 50, guidance: float = 1.0, 
                 kw["reference"] = ref
         out[name] = invert(model, ref.final, steps, "ddim", guidance=guidance, cond=cond, hooks=keep, **kw)
         views[name] = kalman_steps(out[name], ref, name)
-    settings = {"model": model, "steps": steps, "guidance": guidance, "cond": cond, "eta": eta, "window": tuple(window)}
-    return GainStudy(z_T, ref, out, views, settings)
+    settings = {"model": model, "steps": steps, "solver": "ddim", "guidance": guidance, "cond": cond, "eta": eta,
+                "window": tuple(window)}
+    return GainStudy(z_T=z_T, reference=ref, runs=out, settings=settings, steps_view=views)
