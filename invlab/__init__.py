@@ -17,7 +17,8 @@ from .inversion import METHODS, invert, invert_decoder
 from .models import Denoiser, available_models, load_model
 from .sampling import sample
 from .schedules import Grid, Level, NoiseSchedule
-from .trace import FunctionIntervention, Intervention, NonFiniteError, Observer, Recorder, StepRecord, Trajectory
+from .trace import (ConvergenceWarning, FunctionIntervention, Intervention, NonFiniteError, Observer, Recorder,
+                    RecordingCapWarning, StepRecord, Trajectory)
 
 __version__ = "0.1.0"
 
@@ -30,6 +31,6 @@ def noise(model: Denoiser, batch: int = 1, seed: int | None = 0, dtype: torch.dt
     return torch.randn((batch, *model.sample_shape), generator=generator, dtype=torch.float64).to(device=device, dtype=dtype)
 
 
-__all__ = ["Denoiser", "FunctionIntervention", "Grid", "Intervention", "Level", "METHODS", "NoiseSchedule",
+__all__ = ["ConvergenceWarning", "RecordingCapWarning", "Denoiser", "FunctionIntervention", "Grid", "Intervention", "Level", "METHODS", "NoiseSchedule",
            "NonFiniteError", "Observer", "Recorder", "StepRecord", "Trajectory", "available_models", "invert", "invert_decoder",
            "load_model", "metrics", "noise", "sample"]

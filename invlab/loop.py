@@ -6,6 +6,7 @@ timing, NFE accounting, interventions, the non-finite guard, observers and the t
 
 from __future__ import annotations
 
+import contextlib
 import time
 from typing import Any, Sequence
 
@@ -100,10 +101,49 @@ class Runner:
         for o in self.observers:
             o.on_step(rec, tensors)
         self.records.append(rec)
+        self._last_state = st["x_next"].detach()  # a reference (no copy): the partial run's final state
         return st["x_next"]
 
     def trajectory(self, final: torch.Tensor) -> Trajectory:
         return Trajectory(self.records, final, self.levels, self.config, start=self.start)
+
+    # --------------------------------------------------------------- interruption
+    @contextlib.contextmanager
+    def guard(self):
+        """Wrap a method's step loop: if anything stops it (Ctrl-C, a hook or the network raising,
+        a non-finite value), the finished steps survive as a partial :class:`Trajectory`, attached
+        to the exception (``exc.partial_trajectory``) and handed to every observer
+        (``Recorder.partial``); the model's NFE counter keeps counting what was evaluated
+        (``config["nfe_unfinished"]``: NFE spent in the step that did not finish)."""
+        nfe0 = self.model.nfe
+        try:
+            yield self
+        except BaseException as exc:
+            partial = self.partial(exc, self.model.nfe - nfe0)
+            try:
+                exc.partial_trajectory = partial
+                note = (f"invlab: {len(partial.records)} of {self.setup.steps} steps finished before this; "
+                        "the partial run is in exc.partial_trajectory (and in your Recorder's .partial)")
+                if hasattr(exc, "add_note"):
+                    exc.add_note(note)
+            except AttributeError:  # an exception type without __dict__: the Recorders still hold it
+                pass
+            for o in self.observers:
+                try:
+                    o.on_interrupt(partial)
+                except Exception:  # noqa: BLE001 - never mask the original exception
+                    pass
+            raise
+
+    def partial(self, exc: BaseException | None = None, nfe_total: int | None = None) -> Trajectory:
+        """The finished steps so far as a Trajectory (``final`` = the last finished state)."""
+        records = list(self.records)
+        final = self._last_state if records else self.start
+        config = dict(self.config, interrupted=True,
+                      error=type(exc).__name__ if exc is not None else "unknown")
+        if nfe_total is not None:
+            config["nfe_unfinished"] = nfe_total - sum(r.nfe for r in records)
+        return Trajectory(records, final, self.levels[: len(records) + 1], config, start=self.start)
 
     # --------------------------------------------------------------- helpers
     def _intervene(self, st: dict[str, Any], stage: str) -> None:

@@ -15,6 +15,22 @@ import torch
 DTYPES = {"float32": torch.float32, "float64": torch.float64, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
+def quick_safe_figures(figures: Path, quick: bool) -> Path:
+    """Where a run may write its figures: a QUICK run never writes into the committed ``figures/``.
+
+    The course's full-mode pictures live in ``<repo>/figures`` (beside ``notebooks/``); only the
+    main job (``make figures``, full mode) refreshes them. A QUICK run pointed there (papermill
+    ``-p QUICK True`` with the default ``FIGURES``) is redirected to ``<repo>/build/figures-quick``.
+    """
+    figures = Path(figures)
+    resolved = figures.resolve()
+    if quick and resolved.name == "figures" and (resolved.parent / "notebooks").is_dir():
+        redirected = resolved.parent / "build" / "figures-quick"
+        print(f"QUICK run: figures go to {redirected}, not {resolved} (only full-mode runs refresh figures/)")
+        return redirected
+    return figures
+
+
 def setup(QUICK: bool, SEED: int, MODEL: str, STEPS: int, GUIDANCE: float, FIGURES: str = "../figures",
           DTYPE: str = "float64", DEVICE: str = "cpu", MODEL_DTYPE: str | None = None,
           **extra: Any) -> SimpleNamespace:
@@ -53,7 +69,7 @@ def setup(QUICK: bool, SEED: int, MODEL: str, STEPS: int, GUIDANCE: float, FIGUR
         if not str(MODEL).startswith("gmm-"):  # analytic models compute in the latents' own dtype
             load_kwargs = {"dtype": DTYPES[MODEL_DTYPE], "device": DEVICE}
     torch.manual_seed(SEED)
-    figures = Path(FIGURES)
+    figures = quick_safe_figures(Path(FIGURES), QUICK)
     figures.mkdir(parents=True, exist_ok=True)
     model = load_model(MODEL, **load_kwargs).to(DEVICE)
     return SimpleNamespace(quick=QUICK, seed=SEED, model_name=MODEL, model=model, steps=int(STEPS),

@@ -26,7 +26,7 @@ def sample(model: Denoiser, z_T: torch.Tensor, steps: int = 50, solver: str = "d
     setup = Setup(model, z_T, steps, solver, guidance, cond, "z_T", grid_overrides)
     grid = setup.grid
     run = Runner(setup, hooks, {"direction": "sample", "method": solver, "label": "own"}, grid.levels, check_finite)
-    with torch.no_grad():
+    with run.guard(), torch.no_grad():
         x = setup.x
         x0_prev = None  # the data prediction of the previous step (DPM-Solver++ history)
         for i in progress(range(setup.steps), show_progress, f"sample {solver}"):

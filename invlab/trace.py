@@ -28,7 +28,17 @@ class NonFiniteError(FloatingPointError):
     """A NaN or inf appeared during a run; the message names the step and the tensor."""
 
 
-@dataclass
+def _describe(v: Any) -> str:
+    if isinstance(v, torch.Tensor):
+        return f"<{str(v.dtype).replace('torch.', '')} {tuple(v.shape)}>"
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    if isinstance(v, (list, tuple)) and len(v) > 4:
+        return f"[{len(v)} values]"
+    return repr(v)
+
+
+@dataclass(repr=False)
 class StepRecord:
     """One step of a run. Tensor fields are filled by a :class:`Recorder` (CPU copies), else None.
 
@@ -54,6 +64,15 @@ class StepRecord:
     eps_uncond: torch.Tensor | None = None
     extras: dict[str, Any] = field(default_factory=dict)
 
+    def __repr__(self) -> str:  # tensors as dtype and shape, long lists as their length
+        fields = [f"{k}={_describe(getattr(self, k))}" for k in
+                  ("index", "t_cur", "t_next", "t_model", "guidance", "order", "nfe", "seconds", "residual")
+                  if getattr(self, k) is not None]
+        fields += [f"{k}={_describe(getattr(self, k))}" for k in TENSOR_KEYS if getattr(self, k) is not None]
+        if self.extras:
+            fields.append("extras={" + ", ".join(f"{k!r}: {_describe(v)}" for k, v in self.extras.items()) + "}")
+        return f"StepRecord({', '.join(fields)})"
+
 
 class Observer:
     """Base class of read-only hooks. ``on_step`` sees the record and the live tensors."""
@@ -64,35 +83,90 @@ class Observer:
     def on_step(self, record: StepRecord, tensors: dict[str, torch.Tensor | None]) -> None:  # noqa: B027
         pass
 
+    def on_interrupt(self, partial: "Trajectory") -> None:  # noqa: B027 - optional
+        """Called when the run stops with an exception; ``partial`` holds the finished steps."""
+
 
 class Recorder(Observer):
-    """Copies the named tensors into each ``StepRecord`` (detached CPU copies), every k-th step.
+    """Copies the named tensors into each ``StepRecord`` (detached copies), every k-th step.
 
-    ``Recorder()`` keeps x_cur, x_next, eps and x0_hat at every step; ``Recorder(keys=())``
-    keeps none (scalars only); ``Recorder(every=5)`` keeps every 5th step plus the last.
+    ``invlab.sample``/``invlab.invert`` add a ``Recorder()`` unless ``hooks`` already holds one,
+    so by default every step keeps x_cur, x_next, eps and x0_hat (what ``Trajectory.latents`` and
+    ``errors_to`` need). For large models choose what to keep:
+
+    * ``keys``: which tensors (``Recorder(keys=())``: scalars only; a single name is one key);
+    * ``every``: every k-th step plus the last (``latents()`` then needs ``every=1`` for x_next);
+    * ``dtype``: storage dtype, e.g. ``torch.float16`` halves float32 storage (the run itself is
+      unchanged; only the copies are rounded);
+    * ``to_cpu``: copy to the CPU (default) or keep on the run's device;
+    * ``max_bytes``: a cap on the stored tensors (default 2 GiB). When the next copy would pass
+      it, the Recorder stops keeping tensors, warns once (naming the step and how to fit), and
+      the run goes on with scalars only.
+
+    ``nbytes`` is what it holds so far. After an interrupted run, ``partial`` holds the steps
+    that finished (see :class:`Trajectory`).
     """
 
-    def __init__(self, keys: Sequence[str] = ("x_cur", "x_next", "eps", "x0_hat"), every: int = 1,
-                 to_cpu: bool = True):
+    def __init__(self, keys: Sequence[str] | str = ("x_cur", "x_next", "eps", "x0_hat"), every: int = 1,
+                 to_cpu: bool = True, dtype: torch.dtype | None = None, max_bytes: int | None = 2**31):
+        if isinstance(keys, str):
+            keys = (keys,)
         bad = set(keys) - set(TENSOR_KEYS)
         if bad:
             raise ValueError(f"Recorder cannot record {sorted(bad)}; choose from {TENSOR_KEYS}")
-        if int(every) < 1:
-            raise ValueError(f"every must be >= 1 (got {every})")
-        self.keys, self.every, self.to_cpu = tuple(keys), int(every), to_cpu
+        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+            raise ValueError(f"every must be an integer >= 1 (got {every!r}); e.g. Recorder(every=5)")
+        if dtype is not None and (not isinstance(dtype, torch.dtype) or not dtype.is_floating_point):
+            raise TypeError(f"dtype must be None or a floating torch.dtype such as torch.float16 (got {dtype!r})")
+        if max_bytes is not None and (isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 0):
+            raise ValueError(f"max_bytes must be None (no cap) or a number of bytes >= 0 (got {max_bytes!r})")
+        self.keys, self.every, self.to_cpu = tuple(keys), int(every), bool(to_cpu)
+        self.dtype, self.max_bytes = dtype, max_bytes
+        self.nbytes = 0
+        self.capped_at: int | None = None
+        self.partial: "Trajectory | None" = None
         self._last = -1
 
     def on_start(self, config: dict[str, Any]) -> None:
         self._last = int(config["steps"]) - 1
+        self.nbytes, self.capped_at, self.partial = 0, None, None
+
+    def _copy(self, v: torch.Tensor) -> torch.Tensor:
+        v = v.detach()
+        dtype = self.dtype if (self.dtype is not None and v.is_floating_point()) else v.dtype
+        if self.to_cpu:
+            return v.to("cpu", dtype=dtype, copy=True)
+        return v.to(dtype=dtype, copy=True)
 
     def on_step(self, record: StepRecord, tensors: dict[str, torch.Tensor | None]) -> None:
-        if record.index % self.every and record.index != self._last:
+        if self.capped_at is not None or (record.index % self.every and record.index != self._last):
             return
-        for k in self.keys:
-            v = tensors.get(k)
-            if v is not None:
-                v = v.detach()
-                setattr(record, k, v.to("cpu", copy=True) if self.to_cpu else v.clone())
+        chosen = {k: v for k in self.keys if (v := tensors.get(k)) is not None}
+        size = sum(v.numel() * (self.dtype or v.dtype).itemsize for v in chosen.values())
+        if self.max_bytes is not None and self.nbytes + size > self.max_bytes:
+            self.capped_at = record.index
+            import warnings
+
+            warnings.warn(
+                f"Recorder: keeping the tensors of step {record.index} would pass max_bytes={self.max_bytes:,} "
+                f"(held: {self.nbytes:,} bytes); from this step on only scalars are recorded. To fit, record "
+                "fewer keys (Recorder(keys=('x_next',))), every k-th step (every=5), store float16 "
+                "(dtype=torch.float16) or raise max_bytes.", RecordingCapWarning, stacklevel=2)
+            return
+        for k, v in chosen.items():
+            setattr(record, k, self._copy(v))
+        self.nbytes += size
+
+    def on_interrupt(self, partial: "Trajectory") -> None:
+        self.partial = partial
+
+
+class RecordingCapWarning(UserWarning):
+    """A Recorder reached its ``max_bytes`` cap and stopped keeping tensors."""
+
+
+class ConvergenceWarning(UserWarning):
+    """An implicit solve (exact inversion) stopped before reaching its tolerance at some steps."""
 
 
 class Intervention:
@@ -155,11 +229,15 @@ class _CallableObserver(Observer):
         self.fn(record)
 
 
-@dataclass
+@dataclass(repr=False)
 class Trajectory:
     """A run: per-step records, the final state, the levels visited (loop order) and the config.
 
     ``levels[k]`` is the level of the state before step k; ``levels[-1]`` that of ``final``.
+    Its repr is a one-line summary (see :meth:`summary`); ``records`` hold the details.
+    A run stopped by an exception (Ctrl-C, a hook that raises, a non-finite value) leaves a
+    *partial* trajectory of the finished steps on the exception (``exc.partial_trajectory``) and
+    in every Recorder (``recorder.partial``); ``config["interrupted"]`` is then True.
     """
 
     records: list[StepRecord]
@@ -230,6 +308,52 @@ class Trajectory:
         mine = self.latents()
         return torch.stack([fn(mine[k + 1], ref[k + 1]) for k in range(len(self.records))])
 
+    def convergence(self) -> dict[str, Any] | None:
+        """For methods that solve an equation per step (exact inversion): how many steps reached
+        their tolerance, which did not, and the worst accepted residual. None for other methods."""
+        flags = [(r.index, r.extras["converged"]) for r in self.records if "converged" in r.extras]
+        if not flags:
+            return None
+        failed = [i for i, ok in flags if not ok]
+        residuals = [r.residual for r in self.records if r.residual is not None]
+        return {"converged": len(flags) - len(failed), "solved": len(flags), "failed_steps": failed,
+                "max_residual": max(residuals) if residuals else None}
+
     def summary(self) -> dict[str, Any]:
-        return {"steps": len(self.records), "nfe": self.nfe, "seconds": self.seconds,
-                **{k: self.config[k] for k in ("direction", "solver", "method", "guidance") if k in self.config}}
+        """The run in a few numbers: what ran, steps, NFE, time, convergence (if any), interruption."""
+        out = {k: self.config[k] for k in ("direction", "method", "solver", "model", "guidance", "dtype")
+               if k in self.config}
+        out.update(steps=len(self.records), planned_steps=self.config.get("steps", len(self.records)),
+                   batch=int(self.final.shape[0]), nfe=self.nfe, seconds=self.seconds)
+        conv = self.convergence()
+        if conv is not None:
+            out.update(converged_steps=conv["converged"], failed_steps=conv["failed_steps"],
+                       max_residual=conv["max_residual"])
+        if self.config.get("interrupted"):
+            out["interrupted"] = self.config.get("error", True)
+        return out
+
+    def __repr__(self) -> str:
+        s = self.summary()
+        what = " ".join(str(s[k]) for k in ("direction", "method") if k in s)
+        if s.get("solver") and s.get("solver") != s.get("method"):
+            what += f" ({s['solver']} grid)"
+        steps = f"{s['steps']} steps" if s["steps"] == s["planned_steps"] else f"{s['steps']} of {s['planned_steps']} steps"
+        parts = [what, steps]
+        if "model" in s:
+            parts.append(f"model {s['model']}")
+        if "guidance" in s:
+            parts.append(f"guidance {s['guidance']:g}")
+        parts += [f"batch {s['batch']}", s.get("dtype", ""), f"NFE {s['nfe']}", f"{s['seconds']:.3g} s"]
+        if "converged_steps" in s:
+            conv = f"converged {s['converged_steps']}/{s['converged_steps'] + len(s['failed_steps'])}"
+            if s["failed_steps"]:
+                shown = ", ".join(map(str, s["failed_steps"][:8])) + (", ..." if len(s["failed_steps"]) > 8 else "")
+                conv += f" (not at steps {shown}; max residual {s['max_residual']:.2g})"
+            parts.append(conv)
+        if self.records:
+            kept = [k for k in TENSOR_KEYS if getattr(self.records[-1], k) is not None]
+            parts.append("recorded " + (",".join(kept) if kept else "scalars only"))
+        if "interrupted" in s:
+            parts.append(f"INTERRUPTED by {s['interrupted']}")
+        return "Trajectory(" + ", ".join(p for p in parts if p) + ")"

@@ -28,12 +28,14 @@ iterations' residuals and step sizes, ``converged``, ``diverged``, ``stop_reason
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from dataclasses import dataclass
 
 import torch
 
 from ..loop import Runner, Setup, progress
 from ..schedules import Level
+from ..trace import ConvergenceWarning
 from ..steps import ddim_step, dpmpp2m_high_order, x0_from_eps
 from .solvers import SolverOptions, solve
 
@@ -122,7 +124,7 @@ def invert_exact(setup: Setup, hooks, opts: ExactOptions, check_finite: bool = T
     x = setup.x
     precision = getattr(setup.model, "dtype", None)  # a network's own compute dtype, if it has one
     cached_eps = None  # eps(x, label of x's level) from the previous step's last Phi evaluation
-    with torch.no_grad():
+    with run.guard(), torch.no_grad():
         for i in progress(range(n), show_progress, f"invert exact/{opts.inner}"):
             j = n - 1 - i                     # the sampling step being inverted: levels s -> t
             t, s = grid.levels[j + 1], grid.levels[j]
@@ -170,4 +172,22 @@ def invert_exact(setup: Setup, hooks, opts: ExactOptions, check_finite: bool = T
             st["eps"], st["eps_cond"], st["eps_uncond"], st["x0_hat"] = out.eps, out.eps_cond, out.eps_uncond, x0
             cached_eps = out.eps
             x = run.finish(st, res.x, residual=min(res.residuals) if res.residuals else None, extras=extras)
-    return run.trajectory(x)
+    traj = run.trajectory(x)
+    warn_unconverged(traj)
+    return traj
+
+
+def warn_unconverged(traj, stacklevel: int = 4) -> None:
+    """One :class:`~invlab.trace.ConvergenceWarning` naming the steps whose solve missed its tolerance."""
+    conv = traj.convergence()
+    if not conv or not conv["failed_steps"]:
+        return
+    failed = conv["failed_steps"]
+    tols = sorted({r.extras.get("tol") for r in traj.records if r.extras.get("tol") is not None})
+    shown = ", ".join(map(str, failed[:10])) + (", ..." if len(failed) > 10 else "")
+    warnings.warn(
+        f"exact inversion did not converge at {len(failed)} of {conv['solved']} steps (steps {shown}; "
+        f"worst residual {conv['max_residual']:.2g} vs tolerance {tols[-1] if tols else '?':g}): those steps are "
+        "no better than the solver's last iterate. More steps, lower guidance, a larger max_iter or "
+        "inner='anderson' usually help; see traj.convergence() and each record's extras.",
+        ConvergenceWarning, stacklevel=stacklevel)

@@ -38,7 +38,7 @@ class NaiveOptions:
 def invert_naive(setup: Setup, hooks, opts: NaiveOptions, check_finite: bool = True, show_progress: bool = False):
     levels = list(reversed(setup.grid.levels))
     run = Runner(setup, hooks, {"direction": "invert", "method": "naive", "label": opts.label}, levels, check_finite)
-    with torch.no_grad():
+    with run.guard(), torch.no_grad():
         x = setup.x
         for i in progress(range(setup.steps), show_progress, "invert naive"):
             cur, nxt = levels[i], levels[i + 1]
