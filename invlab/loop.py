@@ -12,6 +12,7 @@ from typing import Any, Sequence
 
 import torch
 
+from .checks import check_image_range, unknown
 from .models.base import Denoiser, EpsOutput, check_guidance
 from .schedules import SOLVERS, Grid, Level, check_steps
 from .trace import NonFiniteError, StepRecord, Trajectory, split_hooks
@@ -26,9 +27,14 @@ class Setup:
             raise TypeError(f"model must be an invlab Denoiser (from invlab.load_model); got {type(model).__name__}")
         self.model = model
         self.x = model.check_input(x, what)
+        if what == "x0" and not model.is_latent and model.image_range is not None:  # a pixel model inverts images
+            check_image_range(self.x, "images", *model.image_range, stacklevel=4)
         self.steps = check_steps(steps, model.schedule.num_train_timesteps)
         if solver not in SOLVERS:
-            raise ValueError(f"unknown solver {solver!r}; choose one of {SOLVERS}")
+            raise unknown("solver", solver, SOLVERS)
+        if grid_overrides is not None and not isinstance(grid_overrides, dict):
+            raise TypeError("grid_overrides must be a dict of scheduler options (got "
+                            f"{type(grid_overrides).__name__}); e.g. grid_overrides={{'timestep_spacing': 'trailing'}}")
         self.solver = solver
         self.guidance = check_guidance(guidance)
         if cond is None and self.guidance != 1.0:
@@ -151,9 +157,15 @@ class Runner:
             if h.stage != stage:
                 continue
             out = h(st["index"], {k: st.get(k) for k in ("x_cur", "x_next", "eps", "x0_hat", "eps_cond", "eps_uncond")})
+            if out is None:
+                continue
+            if not isinstance(out, dict):
+                example = ", ".join(f"{k!r}: tensor" for k in sorted(h.keys)) or "'x_next': tensor"
+                raise TypeError(f"{type(h).__name__} at stage {stage!r} must return a dict like {{{example}}} or None "
+                                f"(got {type(out).__name__} at step {st['index']})")
             if not out:
                 continue
-            extras = out.pop("extras", None) if isinstance(out, dict) else None
+            extras = out.pop("extras", None)
             bad = set(out) - set(h.keys)
             if bad:
                 raise ValueError(f"{type(h).__name__} returned {sorted(bad)} but declared only {sorted(h.keys)}")

@@ -40,6 +40,7 @@ def setup(QUICK: bool, SEED: int, MODEL: str, STEPS: int, GUIDANCE: float, FIGUR
     *network* computes in (e.g. "float16" for Stable Diffusion on a GPU); analytic models ignore it.
     """
     from . import available_models, load_model
+    from .checks import check_choice, check_device, unknown
     from .models.base import check_guidance
     from .schedules import check_steps
 
@@ -55,17 +56,19 @@ def setup(QUICK: bool, SEED: int, MODEL: str, STEPS: int, GUIDANCE: float, FIGUR
         check_guidance(GUIDANCE)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"parameter GUIDANCE: {exc}") from None
-    if DTYPE not in DTYPES:
-        raise ValueError(f"parameter DTYPE must be one of {sorted(DTYPES)} (got {DTYPE!r})")
-    if DEVICE.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"DEVICE={DEVICE!r} but no CUDA GPU is visible; use DEVICE='cpu'")
-    is_path = Path(str(MODEL)).exists() or "/" in str(MODEL)
+    check_choice("parameter DTYPE", DTYPE, sorted(DTYPES))
+    try:
+        check_device(DEVICE, "DEVICE")
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"parameter {exc}") from None
+    if not isinstance(MODEL, str):
+        raise ValueError(f"MODEL must be a string such as 'gmm-digits' (got {MODEL!r})")
+    is_path = Path(MODEL).exists() or "/" in MODEL
     if MODEL not in available_models() and not is_path:
-        raise ValueError(f"unknown MODEL {MODEL!r}; choose one of {available_models()} (or a Stable Diffusion folder/hub id)")
+        raise unknown("MODEL", MODEL, available_models(), " (or a Stable Diffusion folder/hub id)")
     load_kwargs: dict[str, Any] = {}
     if MODEL_DTYPE is not None:
-        if MODEL_DTYPE not in DTYPES:
-            raise ValueError(f"parameter MODEL_DTYPE must be one of {sorted(DTYPES)} (got {MODEL_DTYPE!r})")
+        check_choice("parameter MODEL_DTYPE", MODEL_DTYPE, sorted(DTYPES))
         if not str(MODEL).startswith("gmm-"):  # analytic models compute in the latents' own dtype
             load_kwargs = {"dtype": DTYPES[MODEL_DTYPE], "device": DEVICE}
     torch.manual_seed(SEED)

@@ -22,6 +22,10 @@ def sample(model: Denoiser, z_T: torch.Tensor, steps: int = 50, solver: str = "d
     The timesteps are those of the diffusers scheduler built from ``model.schedule.config``
     (``grid_overrides`` changes its config, e.g. ``{"timestep_spacing": "trailing"}``).
     Returns a :class:`Trajectory`; ``.final`` is the sample.
+
+    ``z_T`` is noise (not range-checked); any floating dtype, strides or real device works, and
+    an input that requires grad is fine: the run is under ``torch.no_grad()``, so the
+    trajectory and ``.final`` are detached.
     """
     setup = Setup(model, z_T, steps, solver, guidance, cond, "z_T", grid_overrides)
     grid = setup.grid

@@ -16,6 +16,7 @@ index N (cleanest); inversion walks the same grid backwards.
 
 from __future__ import annotations
 
+import inspect
 import math
 from dataclasses import dataclass, field
 from typing import Any, Mapping
@@ -24,6 +25,7 @@ import numpy as np
 import torch
 
 SOLVERS = ("ddim", "dpmpp2m")
+SPACINGS = ("leading", "trailing", "linspace")
 
 #: Stable Diffusion 1.x/2.x scheduler config (scaled_linear betas, 1000 train steps).
 SD_SCHEDULER_CONFIG: dict[str, Any] = {
@@ -141,22 +143,37 @@ class NoiseSchedule:
 
     # ------------------------------------------------------------------ grids
     def scheduler(self, solver: str, **overrides: Any):
-        """A fresh diffusers scheduler of the kind ``solver`` names, on this schedule's config."""
+        """A fresh diffusers scheduler of the kind ``solver`` names, on this schedule's config.
+
+        ``overrides`` must be config entries of that scheduler (e.g. ``timestep_spacing``)."""
         from diffusers import DDIMScheduler, DPMSolverMultistepScheduler
 
+        from .checks import check_choice, suggest, unknown
+
+        if solver not in SOLVERS:
+            raise unknown("solver", solver, SOLVERS)
+        cls = DDIMScheduler if solver == "ddim" else DPMSolverMultistepScheduler
+        known = set(inspect.signature(cls.__init__).parameters) - {"self"} | set(self.config)
+        for key in overrides:
+            if key not in known:
+                raise ValueError(f"unknown scheduler option {key!r}{suggest(key, known)} in grid_overrides; the "
+                                 f"{cls.__name__} config has {sorted(k for k in known if not k.startswith('_'))}")
+        if "timestep_spacing" in overrides:
+            check_choice("timestep_spacing", overrides["timestep_spacing"], SPACINGS)
         cfg = {**self.config, **overrides}
         if solver == "ddim":
             return DDIMScheduler.from_config(cfg)
-        if solver == "dpmpp2m":
-            cfg.setdefault("solver_order", 2)
-            cfg.setdefault("algorithm_type", "dpmsolver++")
-            return DPMSolverMultistepScheduler.from_config(cfg)
-        raise ValueError(f"unknown solver {solver!r}; choose one of {SOLVERS}")
+        cfg.setdefault("solver_order", 2)
+        cfg.setdefault("algorithm_type", "dpmsolver++")
+        return DPMSolverMultistepScheduler.from_config(cfg)
 
     def grid(self, steps: int, solver: str = "ddim", **overrides: Any) -> Grid:
         """The sampling grid diffusers uses for ``steps`` steps of ``solver``.
 
         ``overrides`` are scheduler-config entries, e.g. ``timestep_spacing="trailing"``.
+        A step count the scheduler cannot lay out on this schedule (labels outside
+        [0, T - 1], repeated labels, fewer labels than steps; e.g. DDIM with "leading" spacing
+        and ``steps_offset=1`` at steps = T) is refused with the largest count that works.
         """
         check_steps(steps, self.num_train_timesteps)
         sched = self.scheduler(solver, **overrides)
@@ -168,6 +185,9 @@ class NoiseSchedule:
             )
         sched.set_timesteps(steps)
         labels = [float(t) for t in sched.timesteps.tolist()]
+        problem = self._grid_problem(labels, steps)
+        if problem:
+            raise ValueError(self._grid_message(sched, solver, steps, problem))
         if solver == "ddim":
             levels = [self.level(t) for t in labels]
             final_ab = float(sched.final_alpha_cumprod)
@@ -175,6 +195,34 @@ class NoiseSchedule:
             orders = (1,) * steps
             return Grid("ddim", tuple(levels), orders, cfg["timestep_spacing"])
         return self._dpm_grid(sched, labels, steps)
+
+    def _grid_problem(self, labels: list[float], steps: int) -> str | None:
+        """Why a scheduler's timesteps are not a grid of ``steps`` steps (None when they are)."""
+        T = self.num_train_timesteps
+        if len(labels) != steps:
+            return f"the scheduler laid out {len(labels)} timesteps for {steps} steps"
+        bad = [t for t in labels if not 0 <= t <= T - 1]
+        if bad:
+            return f"timestep label {bad[0]:g} lies outside [0, {T - 1}]"
+        if any(a <= b for a, b in zip(labels, labels[1:])):
+            return "the timestep labels repeat"
+        return None
+
+    def _grid_message(self, sched, solver: str, steps: int, problem: str) -> str:
+        """The refusal: what went wrong and the largest step count below ``steps`` that works."""
+        best = None
+        for n in range(steps - 1, 0, -1):
+            sched.set_timesteps(n)
+            if self._grid_problem([float(t) for t in sched.timesteps.tolist()], n) is None:
+                best = n
+                break
+        cfg = sched.config
+        name = {"ddim": "DDIM", "dpmpp2m": "DPM-Solver++(2M)"}[solver]
+        where = (f"{name} with timestep_spacing={cfg['timestep_spacing']!r} and steps_offset={cfg['steps_offset']} "
+                 f"on this {self.num_train_timesteps}-step schedule")
+        return (f"steps={steps} does not fit {where} ({problem}); the largest step count below {steps} that does "
+                f"is {best}: use steps={best}, or another spacing via grid_overrides={{'timestep_spacing': ...}} "
+                f"(one of {SPACINGS})")
 
     @staticmethod
     def _dpm_grid(sched, labels: list[float], steps: int) -> Grid:

@@ -113,7 +113,10 @@ class Recorder(Observer):
             keys = (keys,)
         bad = set(keys) - set(TENSOR_KEYS)
         if bad:
-            raise ValueError(f"Recorder cannot record {sorted(bad)}; choose from {TENSOR_KEYS}")
+            from .checks import suggest
+
+            hint = "".join(suggest(k, TENSOR_KEYS) for k in sorted(bad))
+            raise ValueError(f"Recorder cannot record {sorted(bad)}{hint}; choose from {TENSOR_KEYS}")
         if isinstance(every, bool) or not isinstance(every, int) or every < 1:
             raise ValueError(f"every must be an integer >= 1 (got {every!r}); e.g. Recorder(every=5)")
         if dtype is not None and (not isinstance(dtype, torch.dtype) or not dtype.is_floating_point):
@@ -196,19 +199,31 @@ class FunctionIntervention(Intervention):
 
 
 def split_hooks(hooks: Iterable[Any] | None, default_recorder: bool = True):
-    """Sort hooks into observers and interventions (validated); add a default Recorder."""
+    """Sort hooks into observers and interventions (validated); add a default Recorder.
+
+    ``hooks``: None, one hook, or a list of hooks (Observers, Interventions, callables(record))."""
+    from .checks import as_hook_list, suggest
+
     observers: list[Observer] = []
     interventions: list[Intervention] = []
-    for h in hooks or ():
+    for h in as_hook_list(hooks):
         if isinstance(h, Intervention):
             if h.stage not in INTERVENTION_KEYS:
-                raise ValueError(f"intervention stage must be one of {sorted(INTERVENTION_KEYS)}, got {h.stage!r}")
+                raise ValueError(f"intervention stage must be one of {sorted(INTERVENTION_KEYS)}, got "
+                                 f"{h.stage!r}{suggest(h.stage, INTERVENTION_KEYS)}")
             bad = set(h.keys) - INTERVENTION_KEYS[h.stage]
             if bad or not h.keys:
+                split = all(isinstance(k, str) and len(k) == 1 for k in h.keys) and h.keys
+                first = sorted(INTERVENTION_KEYS[h.stage])[0]
+                hint = (f" (keys were a string split into letters: pass keys={{'{first}'}}, a set of names, "
+                        "not a bare string)") if split else ""
                 raise ValueError(
                     f"{type(h).__name__} declares keys {sorted(h.keys)}; at stage {h.stage!r} an intervention may "
-                    f"replace {sorted(INTERVENTION_KEYS[h.stage])}"
+                    f"replace {sorted(INTERVENTION_KEYS[h.stage])}{hint}"
                 )
+            if isinstance(h, FunctionIntervention) and not callable(h.fn):
+                raise TypeError(f"FunctionIntervention needs a function fn(index, tensors) -> dict | None; "
+                                f"got {type(h.fn).__name__}")
             interventions.append(h)
         elif isinstance(h, Observer):
             observers.append(h)

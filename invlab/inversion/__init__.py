@@ -11,6 +11,7 @@ from typing import Any, Callable
 
 import torch
 
+from ..checks import check_options, unknown
 from ..loop import Setup
 from ..models.base import Denoiser
 from ..trace import Trajectory
@@ -35,14 +36,11 @@ def register_method(name: str, options_cls: type, runner: Callable[..., Trajecto
 def make_options(method: str, options: Any = None, **kwargs: Any):
     """Build a method's options from an options object and/or keyword overrides."""
     if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}; choose one of {sorted(METHODS)}")
+        raise unknown("method", method, sorted(METHODS))
     cls = METHODS[method][0]
     if options is not None and not isinstance(options, cls):
         raise TypeError(f"options for method {method!r} must be a {cls.__name__}, got {type(options).__name__}")
-    names = {f.name for f in dataclasses.fields(cls)}
-    bad = set(kwargs) - names
-    if bad:
-        raise TypeError(f"method {method!r} has no option(s) {sorted(bad)}; its options are {sorted(names)}")
+    check_options(f"method {method!r}", kwargs, [f.name for f in dataclasses.fields(cls)])
     return dataclasses.replace(options, **kwargs) if options is not None else cls(**kwargs)
 
 
@@ -56,6 +54,14 @@ def invert(model: Denoiser, x0: torch.Tensor, steps: int = 50, solver: str = "dd
     pattern) is walked backwards. ``method`` picks the algorithm (see ``METHODS``); its options
     come from ``options=`` (the method's dataclass) and/or keywords, e.g. ``label="current"``.
     Returns a :class:`Trajectory` whose ``.final`` estimates z_T.
+
+    Inputs: on a pixel model (``digits``, ``gmm-digits``) ``x0`` is an image batch in [-1, 1]
+    (values far outside raise, [0, 1] images warn); on a latent model it is a latent (e.g.
+    ``model.encode(image)``) and is not range-checked. Any floating dtype works (the network
+    runs in its own dtype; the state stays in ``x0``'s), any strides, any real device (moved
+    for each network call). Inputs that require grad are fine: the run is under
+    ``torch.no_grad()``, so the trajectory and ``.final`` are detached (no graph); for
+    gradients call ``model.eps`` and ``invlab.steps`` directly.
     """
     opts = make_options(method, options, **kwargs)
     setup = Setup(model, x0, steps, solver, guidance, cond, "x0", grid_overrides)

@@ -49,6 +49,7 @@ from typing import Any, Callable
 
 import torch
 
+from ..checks import check_image_range, check_options, check_tensor_device, unknown
 from ..loop import progress
 from ..metrics import nmse
 
@@ -111,7 +112,7 @@ class DecoderInversionOptions:
 
     def __post_init__(self):
         if self.method not in METHODS:
-            raise ValueError(f"unknown decoder-inversion method {self.method!r}; choose one of {METHODS}")
+            raise unknown("decoder-inversion method", self.method, METHODS)
         for name in ("iterations", "warmup"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int):
@@ -131,15 +132,15 @@ class DecoderInversionOptions:
             if not math.isfinite(value) or value <= 0:
                 raise ValueError(f"{name} must be a finite number > 0 (got {value}); {hint}")
         if self.schedule not in SCHEDULES:
-            raise ValueError(f"unknown schedule {self.schedule!r}; choose one of {SCHEDULES}")
+            raise unknown("schedule", self.schedule, SCHEDULES)
         if self.gf_update not in GF_UPDATES:
-            raise ValueError(f"unknown gf_update {self.gf_update!r}; choose one of {GF_UPDATES}")
+            raise unknown("gf_update", self.gf_update, GF_UPDATES)
         if not isinstance(self.dtype, torch.dtype) or not self.dtype.is_floating_point:
             raise TypeError(f"dtype must be a floating torch.dtype (got {self.dtype!r}); e.g. dtype=torch.float32")
         if self.init not in INITS:
-            raise ValueError(f"unknown init {self.init!r}; choose one of {INITS}")
+            raise unknown("init", self.init, INITS)
         if self.reduction not in REDUCTIONS:
-            raise ValueError(f"unknown reduction {self.reduction!r}; choose one of {REDUCTIONS}")
+            raise unknown("reduction", self.reduction, REDUCTIONS)
 
 
 @dataclass
@@ -270,7 +271,7 @@ def _codec(vae: torch.nn.Module, scale: float, shift: float, dtype: torch.dtype)
     )
 
 
-def _check_image(image: Any, vae: torch.nn.Module) -> torch.Tensor:
+def _check_image(image: Any, vae: torch.nn.Module, model: Any = None) -> torch.Tensor:
     in_channels = int(vae.config.in_channels)
     downsample = 2 ** (len(vae.config.block_out_channels) - 1)
     if not isinstance(image, torch.Tensor):
@@ -289,8 +290,18 @@ def _check_image(image: Any, vae: torch.nn.Module) -> torch.Tensor:
     if h % downsample or w % downsample:
         raise ValueError(f"image size {h}x{w} is not divisible by the VAE's downsampling factor {downsample}; "
                          "crop or resize it to a multiple")
+    if image.shape[0] == 0:
+        raise ValueError("batch size is 0 (image has shape (0, ...)); pass at least one image")
+    check_tensor_device(image, "image", next(iter(vae.parameters())).device)
+    shape = getattr(model, "image_shape", None)
+    if shape is not None and tuple(image.shape[1:]) != tuple(shape):
+        size = ", ".join(map(str, shape))
+        raise ValueError(f"image has shape {tuple(image.shape)} but {model.name}'s VAE maps (B, {size}) images to the "
+                         f"{tuple(model.sample_shape)} latents its UNet takes; resize the image, e.g. "
+                         f"torch.nn.functional.interpolate(image, size={tuple(shape[1:])}, mode='bilinear')")
     if not torch.isfinite(image).all():
         raise ValueError("image contains NaN or inf; check the input image before inverting")
+    check_image_range(image, "images", stacklevel=4)
     return image
 
 
@@ -313,10 +324,7 @@ def invert_decoder(vae_or_model: Any, image: torch.Tensor, options: DecoderInver
     Runs with gradients enabled even when called under ``torch.no_grad()``;
     ``show_progress=True`` shows a tqdm bar over the iterations.
     """
-    names = {f.name for f in dataclasses.fields(DecoderInversionOptions)}
-    bad = set(kwargs) - names
-    if bad:
-        raise TypeError(f"invert_decoder has no option(s) {sorted(bad)}; its options are {sorted(names)}")
+    check_options("invert_decoder", kwargs, [f.name for f in dataclasses.fields(DecoderInversionOptions)])
     if options is not None and not isinstance(options, DecoderInversionOptions):
         raise TypeError(f"options must be a DecoderInversionOptions, got {type(options).__name__}")
     opts = dataclasses.replace(options, **kwargs) if options is not None else DecoderInversionOptions(**kwargs)
@@ -328,9 +336,10 @@ def invert_decoder(vae_or_model: Any, image: torch.Tensor, options: DecoderInver
     # even when the caller sits under torch.inference_mode(); enable_grad() overrides no_grad().
     with torch.inference_mode(False), torch.enable_grad():
         vae, scale, shift = _resolve(vae_or_model, scaling_factor, shift_factor)
-        image = _check_image(image, vae)  # before the (possibly large) copy of the VAE
+        model = vae_or_model if vae_or_model is not vae else None
+        image = _check_image(image, vae, model)  # before the (possibly large) copy of the VAE
         codec = _codec(vae, scale, shift, opts.dtype)
-        x = image.detach().to(device=codec.device, dtype=opts.dtype).clone()
+        x = image.detach().to(device=codec.device, dtype=opts.dtype, memory_format=torch.contiguous_format).clone()
         with torch.no_grad():
             z0, target = _start(codec, x, opts.init, generator)
             rec0 = codec.decode(z0)

@@ -43,6 +43,7 @@ from typing import Any
 
 import torch
 
+from ..checks import as_hook_list, check_choice, check_number
 from ..trace import Intervention, Trajectory
 from .naive import NaiveOptions, invert_naive
 
@@ -71,15 +72,21 @@ class EasyInvOptions:
     label: str = "target"
 
     def __post_init__(self):
-        if not (0.0 <= float(self.eta) <= 1.0):
+        eta = check_number("eta", self.eta, "eta is the weight of the new latent, in [0, 1]; e.g. eta=0.5")
+        if not (0.0 <= eta <= 1.0):
             raise ValueError(f"eta must be in [0, 1] (got {self.eta}); 1 means plain naive inversion")
-        lo, hi = self.window
+        try:
+            lo, hi = (check_number("window", v) for v in self.window)
+        except (TypeError, ValueError):
+            raise TypeError(f"window must be a pair (lo, hi) of fractions of the steps (got {self.window!r}); "
+                            "e.g. window=(0.05, 0.25)") from None
         if not (0.0 <= lo < hi <= 1.0):
             raise ValueError(f"window must be (lo, hi) fractions with 0 <= lo < hi <= 1 (got {self.window})")
-        if self.placement not in PLACEMENTS:
-            raise ValueError(f"placement must be one of {PLACEMENTS} (got {self.placement!r})")
-        if self.gain not in GAINS:
-            raise ValueError(f"gain must be one of {GAINS} (got {self.gain!r})")
+        check_choice("placement", self.placement, PLACEMENTS)
+        check_choice("gain", self.gain, GAINS)
+        if self.reference is not None and not isinstance(self.reference, Trajectory):
+            raise TypeError(f"reference must be the sampling Trajectory (from invlab.sample) on the same grid "
+                            f"(got {type(self.reference).__name__})")
         if self.gain == "oracle" and self.reference is None:
             raise ValueError("gain='oracle' needs reference=<the sampling Trajectory on the same grid> (ground truth)")
         NaiveOptions(label=self.label)
@@ -164,7 +171,8 @@ def invert_easyinv(setup, hooks, opts: EasyInvOptions, check_finite: bool = True
         if len(ref_levels) != len(levels) or any(abs(a.alpha - b.alpha) > 1e-9 for a, b in zip(ref_levels, levels)):
             raise ValueError("reference must be the sampling Trajectory on the same grid (same steps and solver)")
     blend = EasyInvBlend(opts, setup.steps, levels, truth)
-    traj = invert_naive(setup, [blend, *(hooks or [])], NaiveOptions(label=opts.label), check_finite, show_progress)
+    traj = invert_naive(setup, [blend, *as_hook_list(hooks)], NaiveOptions(label=opts.label), check_finite,
+                        show_progress)
     traj.config.update(method="easyinv", eta=opts.eta, window=list(opts.window), placement=opts.placement,
                        gain=opts.gain, blend_steps=sorted(blend.active))
     return traj

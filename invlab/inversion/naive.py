@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..checks import check_choice
 from ..loop import Runner, Setup, progress
 from ..steps import ddim_step, x0_from_eps
 
@@ -31,8 +32,7 @@ class NaiveOptions:
     label: str = "target"
 
     def __post_init__(self):
-        if self.label not in LABELS:
-            raise ValueError(f"label must be one of {LABELS} (got {self.label!r})")
+        check_choice("label", self.label, LABELS)
 
 
 def invert_naive(setup: Setup, hooks, opts: NaiveOptions, check_finite: bool = True, show_progress: bool = False):

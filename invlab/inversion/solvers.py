@@ -26,6 +26,8 @@ from typing import Callable
 
 import torch
 
+from ..checks import check_choice, check_int, check_number
+
 SOLVER_NAMES = ("anderson", "forward-step", "gradient")
 
 #: default RMS tolerance per dtype: a few ulps above each type's round-off on O(1) latents
@@ -69,15 +71,16 @@ class SolverOptions:
     divergence_patience: int = 4
 
     def __post_init__(self):
-        if self.inner not in SOLVER_NAMES:
-            raise ValueError(f"inner must be one of {SOLVER_NAMES} (got {self.inner!r})")
-        if self.tol is not None and not self.tol > 0:
+        check_choice("inner", self.inner, SOLVER_NAMES)
+        if self.tol is not None and not check_number("tol", self.tol, "None picks a default for the dtype") > 0:
             raise ValueError(f"tol must be > 0 (got {self.tol}); None picks a default for the dtype")
-        if self.tol_kind not in ("rms", "sum_sq"):
-            raise ValueError(f"tol_kind must be 'rms' or 'sum_sq' (got {self.tol_kind!r})")
-        if int(self.max_iter) < 0:
-            raise ValueError(f"max_iter must be >= 0 (got {self.max_iter})")
-        if not self.rho > 0:
+        check_choice("tol_kind", self.tol_kind, ("rms", "sum_sq"))
+        check_int("max_iter", self.max_iter, 0, 50)
+        for name in ("warmup", "memory", "divergence_patience"):
+            check_int(name, getattr(self, name))
+        if self.plateau_patience is not None:
+            check_int("plateau_patience", self.plateau_patience)
+        if not check_number("rho", self.rho, "e.g. rho=1.0") > 0:
             raise ValueError(f"rho must be > 0 (got {self.rho})")
         if self.warmup < 0 or self.memory < 1 or self.divergence_patience < 1:
             raise ValueError("warmup must be >= 0, memory >= 1 and divergence_patience >= 1")

@@ -20,6 +20,7 @@ the underlying network and ``net_rows`` the rows they processed, for cost accoun
 from __future__ import annotations
 
 from dataclasses import dataclass
+import warnings
 from typing import Any
 
 import torch
@@ -38,14 +39,55 @@ class EpsOutput:
     eps_uncond: torch.Tensor | None
 
 
+#: Guidance above this gives a UserWarning (typical values are 1-15; Stable Diffusion uses 7.5).
+GUIDANCE_WARN = 50.0
+
+
 def check_guidance(guidance: Any) -> float:
-    try:
-        w = float(guidance)
-    except (TypeError, ValueError):
-        raise TypeError(f"guidance must be a number (got {guidance!r}); pass e.g. guidance=3.0") from None
-    if not torch.isfinite(torch.tensor(w)) or w < 0:
-        raise ValueError(f"guidance must be a finite number >= 0 (got {guidance}); 1 means no guidance")
+    """Classifier-free guidance w: a finite number >= 0 (0: unconditional, 1: no guidance).
+
+    Values above ``GUIDANCE_WARN`` are allowed (a sweep may want to see the breakdown) but warn:
+    typical values are 1-15, and at w = 1e6 the guided eps is w times the branch difference.
+    """
+    from ..checks import check_number
+
+    hint = "pass e.g. guidance=3.0 (1 means no guidance; typical values are 1-15)"
+    w = check_number("guidance", guidance, hint)
+    if w < 0:
+        raise ValueError(f"guidance must be a finite number >= 0 (got {guidance}); 0 is the unconditional model, "
+                         "1 means no guidance, typical values are 1-15")
+    if w > GUIDANCE_WARN:
+        warnings.warn(f"guidance={w:g} is far above the typical 1-15 (Stable Diffusion uses 7.5): the guided "
+                      "eps is eps_u + w (eps_c - eps_u), so expect saturated or non-finite states", UserWarning,
+                      stacklevel=4)
     return w
+
+
+def check_class_cond(cond: Any, batch: int, num_classes: int, name: str, device: torch.device) -> torch.Tensor:
+    """A class condition (one id, or one per row) as a LongTensor of shape (batch,) on ``device``."""
+    ids = f"a class id 0..{num_classes - 1}"
+    items = list(cond) if isinstance(cond, (list, tuple)) else [cond]
+    if any(isinstance(c, str) for c in items):
+        raise TypeError(f"this model ({name}) is class-conditional: pass {ids}, not a prompt (got cond={cond!r}); "
+                        "e.g. cond=3")
+    try:
+        c = torch.as_tensor(cond)
+    except (TypeError, ValueError, RuntimeError):
+        c = None
+    if c is None or c.dtype not in _INT_DTYPES:  # floats (2.5, 3.0), bools, objects
+        raise TypeError(f"cond must be an integer class id 0..{num_classes - 1} or a list of them, one per row "
+                        f"(got {cond!r}); e.g. cond=3 or cond=[3, 8]")
+    c = c.to(torch.long)
+    if c.dim() == 0:
+        c = c.expand(batch)
+    if c.shape != (batch,):
+        raise ValueError(f"cond must be one class id or {batch} of them (one per row); got shape {tuple(c.shape)}")
+    if c.min() < 0 or c.max() >= num_classes:
+        raise ValueError(f"class id out of range: got {c.tolist()}; {name} has classes 0..{num_classes - 1}")
+    return c.to(device)
+
+
+_INT_DTYPES = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
 
 
 class Denoiser(torch.nn.Module):
@@ -62,6 +104,9 @@ class Denoiser(torch.nn.Module):
 
     name: str = "denoiser"
     is_latent: bool = False
+    #: the range the model's *images* live in (pixel models: their inputs; latent models: what
+    #: ``encode`` takes), or None when the data are not images (``gmm-2d``)
+    image_range: tuple[float, float] | None = None
 
     def __init__(self, schedule: NoiseSchedule, sample_shape: tuple[int, ...], prediction_type: str = "epsilon",
                  num_classes: int | None = None):
@@ -104,16 +149,25 @@ class Denoiser(torch.nn.Module):
 
     # ------------------------------------------------------------- checks
     def check_input(self, x: torch.Tensor, what: str = "x") -> torch.Tensor:
+        """Validate a batch of samples / latents: a floating tensor of shape (B, *sample_shape),
+        B >= 1, finite, with data (not on the meta device). Any strides (channels-last, slices)
+        and any real device or floating dtype are fine: the networks cast and move inputs."""
+        from ..checks import check_tensor_device
+
+        shape = ", ".join(map(str, self.sample_shape))
         if not isinstance(x, torch.Tensor):
-            raise TypeError(f"{what} must be a torch.Tensor of shape (B, {', '.join(map(str, self.sample_shape))})")
+            raise TypeError(f"{what} must be a torch.Tensor of shape (B, {shape}); got {type(x).__name__}")
         if tuple(x.shape[1:]) != self.sample_shape or x.dim() != len(self.sample_shape) + 1:
             hint = " (add a batch dimension: x[None])" if tuple(x.shape) == self.sample_shape else ""
             raise ValueError(
                 f"{what} has shape {tuple(x.shape)} but {self.name} takes (B, "
-                f"{', '.join(map(str, self.sample_shape))}){hint}"
+                f"{shape}){hint}"
             )
         if not x.is_floating_point():
             raise TypeError(f"{what} must be a floating tensor (got {x.dtype}); use x.float() or x.double()")
+        if x.shape[0] == 0:
+            raise ValueError(f"batch size is 0 ({what} has shape {tuple(x.shape)}); pass at least one sample")
+        check_tensor_device(x, what, getattr(self, "device", None))
         if not torch.isfinite(x).all():
             raise ValueError(f"{what} contains NaN or inf; check the input image/latent before inverting")
         return x

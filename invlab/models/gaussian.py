@@ -12,7 +12,13 @@ exact noise prediction ``eps*(x) = -sigma * grad log p_t(x)`` are closed form:
 Class conditioning restricts the sum to the components of one class, so classifier-free
 guidance means something: the unconditional model is the full mixture. These models are
 "perfect networks": every error an inversion shows on them is the algorithm's, not the
-network's. They run in float64 or float32 (they follow the input's dtype and device).
+network's.
+
+Precision and device: the parameters are stored in float64 (``model.dtype``) on ``model.device``
+(``device=`` of the factories, or ``model.to(device)``); eps is computed in the dtype of the
+latents passed in (float64 from ``invlab.noise`` by default; float32 / float16 latents compute
+in float32 / float16), on their device. The factories therefore take no ``dtype=`` other than
+float64: choose the compute precision with the latents' dtype.
 """
 
 from __future__ import annotations
@@ -25,7 +31,8 @@ from typing import Any
 import torch
 
 from ..schedules import NoiseSchedule
-from .base import Denoiser
+from ..checks import check_device, check_dtype
+from .base import Denoiser, check_class_cond
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 DIGITS_ASSET = ASSETS / "gmm_digits.safetensors"
@@ -43,7 +50,7 @@ class GaussianMixture(Denoiser):
 
     def __init__(self, means: torch.Tensor, variances: torch.Tensor, weights: torch.Tensor | None = None,
                  classes: torch.Tensor | None = None, schedule: NoiseSchedule | None = None,
-                 name: str = "gmm"):
+                 name: str = "gmm", image_range: tuple[float, float] | None = None):
         means = torch.as_tensor(means, dtype=torch.float64)
         variances = torch.as_tensor(variances, dtype=torch.float64).expand_as(means).clone()
         K = means.shape[0]
@@ -60,11 +67,22 @@ class GaussianMixture(Denoiser):
             num_classes = int(classes.max()) + 1
         super().__init__(schedule or NoiseSchedule.stable_diffusion(), tuple(means.shape[1:]), "epsilon", num_classes)
         self.name = name
+        self.image_range = image_range
         self.register_buffer("means", means.reshape(K, -1))
         self.register_buffer("variances", variances.reshape(K, -1))
         self.register_buffer("log_weights", (weights / weights.sum()).log())
         self.register_buffer("classes", classes if classes is not None else torch.zeros(K, dtype=torch.long))
         self._cache: dict[Any, tuple[torch.Tensor, ...]] = {}
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The parameters' dtype (float64). eps is computed in the *input's* dtype, not this one."""
+        return self.means.dtype
+
+    @property
+    def device(self) -> torch.device:
+        """Where the parameters live (inputs on another device are computed on their own device)."""
+        return self.means.device
 
     # -------------------------------------------------------------- params
     def _params(self, like: torch.Tensor):
@@ -80,14 +98,7 @@ class GaussianMixture(Denoiser):
             return None
         if self.num_classes is None:
             raise ValueError(f"{self.name} is unconditional; pass cond=None")
-        c = torch.as_tensor(cond, dtype=torch.long, device=like.device)
-        if c.dim() == 0:
-            c = c.expand(batch)
-        if c.shape != (batch,):
-            raise ValueError(f"cond must be one class index or {batch} of them (one per row); got shape {tuple(c.shape)}")
-        if c.min() < 0 or c.max() >= self.num_classes:
-            raise ValueError(f"class index out of range: got {c.tolist()}, {self.name} has classes 0..{self.num_classes - 1}")
-        return c
+        return check_class_cond(cond, batch, self.num_classes, self.name, like.device)
 
     def null_cond(self, batch: int, like: torch.Tensor) -> torch.Tensor:
         return torch.full((batch,), -1, dtype=torch.long, device=like.device)
@@ -152,15 +163,30 @@ def gaussian_flow_map(x: torch.Tensor, mean: torch.Tensor, var: torch.Tensor,
 
 
 # ---------------------------------------------------------------------- named models
-def gmm_2d(schedule: NoiseSchedule | None = None) -> GaussianMixture:
-    """Six components on a ring of radius 2, two per class (3 classes)."""
+def _placed(model: GaussianMixture, device: str | torch.device, dtype: torch.dtype | None) -> GaussianMixture:
+    """Check the factories' ``dtype`` (float64 only: compute follows the latents) and move to ``device``."""
+    if dtype is not None and check_dtype(dtype) != torch.float64:
+        raise ValueError(
+            f"{model.name} is analytic: it computes eps in the dtype of the latents you pass (its parameters stay "
+            f"float64), so it takes no dtype={dtype}; drop dtype= and pass latents of that dtype, e.g. "
+            f"invlab.noise(model, 8, dtype={dtype})")
+    dev = check_device(device)
+    return model if dev == model.device else model.to(dev)
+
+
+def gmm_2d(schedule: NoiseSchedule | None = None, device: str | torch.device = "cpu",
+           dtype: torch.dtype | None = None) -> GaussianMixture:
+    """Six components on a ring of radius 2, two per class (3 classes).
+
+    ``device``: where the parameters live; ``dtype``: only None / torch.float64 (eps is computed
+    in the latents' dtype, see the module docstring)."""
     angles = torch.arange(6, dtype=torch.float64) * (2 * math.pi / 6) + math.pi / 6
     means = 2.0 * torch.stack([angles.cos(), angles.sin()], dim=1)
     stds = torch.tensor([0.30, 0.18, 0.30, 0.18, 0.30, 0.18], dtype=torch.float64)
     variances = (stds**2)[:, None].expand(6, 2)
     classes = torch.tensor([0, 0, 1, 1, 2, 2])
     weights = torch.tensor([1.0, 0.6, 1.0, 0.6, 1.0, 0.6])
-    return GaussianMixture(means, variances, weights, classes, schedule, name="gmm-2d")
+    return _placed(GaussianMixture(means, variances, weights, classes, schedule, name="gmm-2d"), device, dtype)
 
 
 def build_digits_mixture(size: int = 16, per_class: int = 4, var_floor: float = 0.01, seed: int = 0):
@@ -209,10 +235,16 @@ def _digits_params() -> dict[str, torch.Tensor]:
     return load_file(str(DIGITS_ASSET))
 
 
-def gmm_digits(schedule: NoiseSchedule | None = None) -> GaussianMixture:
-    """Digits as a mixture: 4 diagonal Gaussians per class on 1x16x16 images in [-1, 1]."""
+def gmm_digits(schedule: NoiseSchedule | None = None, device: str | torch.device = "cpu",
+               dtype: torch.dtype | None = None) -> GaussianMixture:
+    """Digits as a mixture: 4 diagonal Gaussians per class on 1x16x16 images in [-1, 1].
+
+    ``device``: where the parameters live; ``dtype``: only None / torch.float64 (eps is computed
+    in the latents' dtype, see the module docstring)."""
     p = _digits_params()
-    return GaussianMixture(p["means"], p["variances"], p["weights"], p["classes"], schedule, name="gmm-digits")
+    model = GaussianMixture(p["means"], p["variances"], p["weights"], p["classes"], schedule, name="gmm-digits",
+                            image_range=(-1.0, 1.0))
+    return _placed(model, device, dtype)
 
 
 if __name__ == "__main__":  # regenerate the shipped asset

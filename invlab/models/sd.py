@@ -35,8 +35,11 @@ from typing import Any
 import torch
 
 from ..schedules import NoiseSchedule
+from ..checks import check_device, check_dtype, check_image_range, check_tensor_device
 from .base import PREDICTION_TYPES, Denoiser
 
+#: networks see dense inputs, so channels-last or strided tensors give exactly the contiguous result
+_DENSE = torch.contiguous_format
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 _COMPONENTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")  # the parts of a pipeline invlab reads
 
@@ -65,15 +68,44 @@ def _not_available(name: str, why: str) -> FileNotFoundError:
     )
 
 
-def resolve_pipeline(name: str, revision: str | None = None, local_files_only: bool | None = None) -> tuple[str, bool]:
+#: component -> (files it needs, weight-file stem or None): what diffusers / transformers read from each subfolder
+_NEEDS = {
+    "unet": (("config.json",), "diffusion_pytorch_model"),
+    "vae": (("config.json",), "diffusion_pytorch_model"),
+    "text_encoder": (("config.json",), "model"),
+    "tokenizer": (("vocab.json", "merges.txt"), None),
+    "scheduler": (("scheduler_config.json",), None),
+}
+
+
+def _missing_files(path: Path, variant: str | None) -> list[str]:
+    """What a pipeline folder lacks (subfolders, configs, safetensors weights), as readable notes."""
+    missing = [f"{c}/" for c in _COMPONENTS if not (path / c).is_dir()]
+    if missing:
+        return missing
+    notes = []
+    for comp, (files, stem) in _NEEDS.items():
+        notes += [f"{comp}/{f}" for f in files if not (path / comp / f).is_file()]
+        if stem is not None:
+            name = f"{stem}.{variant}.safetensors" if variant else f"{stem}.safetensors"
+            if not ((path / comp / name).is_file() or (path / comp / f"{name}.index.json").is_file()):
+                other = sorted(p.name for p in (path / comp).glob(f"{stem}*.bin"))
+                notes.append(f"{comp}/{name}" + (f" (it has {other[0]}, but invlab loads safetensors only)"
+                                                  if other else ""))
+    return notes
+
+
+def resolve_pipeline(name: str, revision: str | None = None, local_files_only: bool | None = None,
+                     variant: str | None = None) -> tuple[str, bool]:
     """Where to load ``name`` from: ``(path or hub id, local_files_only)``; fails fast when the
-    weights cannot be had."""
+    weights cannot be had (a local folder is checked for every file invlab reads)."""
     path = Path(name).expanduser()
     if path.is_dir():
-        missing = [c for c in _COMPONENTS if not (path / c).is_dir()]
+        missing = _missing_files(path, variant)
         if missing:
-            raise ValueError(f"{str(path)!r} is not a Stable Diffusion pipeline folder: it lacks {missing}; pass the "
-                             "folder a pipeline's save_pretrained() wrote (with unet/, vae/, text_encoder/, ...)")
+            raise ValueError(f"{str(path)!r} is not a complete Stable Diffusion pipeline folder: it lacks {missing}; "
+                             "pass the folder a pipeline's save_pretrained() wrote (with unet/, vae/, text_encoder/, "
+                             "tokenizer/, scheduler/ and their safetensors weights)")
         return str(path), True
     if not _HUB_ID.match(name):
         raise ValueError(f"{name!r} is neither a local folder nor a hub id of the form 'owner/name'")
@@ -84,7 +116,8 @@ def resolve_pipeline(name: str, revision: str | None = None, local_files_only: b
     if isinstance(cached, str):
         return name, True
     if offline:
-        raise _not_available(name, "it is not in the Hugging Face cache and downloads are off")
+        raise _not_available(name, "it is not in the Hugging Face cache, no local folder has that name, "
+                                   "and downloads are off")
     return name, False
 
 
@@ -92,6 +125,7 @@ class StableDiffusionDenoiser(Denoiser):
     """A diffusers ``UNet2DConditionModel`` + ``AutoencoderKL`` + CLIP text encoder as one Denoiser."""
 
     is_latent = True
+    image_range = (-1.0, 1.0)  # what encode() takes
 
     def __init__(self, unet: torch.nn.Module, vae: torch.nn.Module, text_encoder: torch.nn.Module, tokenizer: Any,
                  schedule: NoiseSchedule, prediction_type: str = "epsilon", negative_prompt: str = "",
@@ -137,20 +171,24 @@ class StableDiffusionDenoiser(Denoiser):
     def check_cond(self, cond: Any, batch: int, like: torch.Tensor) -> torch.Tensor | None:
         if cond is None:
             return None
+        text = "this model is text-conditional: pass a prompt (str), a list of prompts or embeddings (B, L, D)"
         if isinstance(cond, str):
             cond = [cond] * batch
         if isinstance(cond, (list, tuple)):
-            if len(cond) != batch or not all(isinstance(p, str) for p in cond):
-                raise ValueError(f"cond must be one prompt or {batch} prompts (one per row); got {len(cond)} items")
+            if not all(isinstance(p, str) for p in cond):
+                raise TypeError(f"{text}, not class ids (got cond={cond!r}); e.g. cond='a photo of a cat'")
+            if len(cond) != batch:
+                raise ValueError(f"cond must be one prompt or {batch} prompts (one per row); got {len(cond)} prompts")
             return self.encode_prompt(list(cond))
-        if isinstance(cond, torch.Tensor):
+        if isinstance(cond, torch.Tensor) and cond.is_floating_point():
             dim = self.unet.config.cross_attention_dim
             if cond.dim() == 2:
                 cond = cond[None]
             if cond.dim() != 3 or cond.shape[-1] != dim or cond.shape[0] not in (1, batch):
                 raise ValueError(f"prompt embeddings must have shape (1 or {batch}, L, {dim}); got {tuple(cond.shape)}")
             return cond.expand(batch, -1, -1).to(device=self.device, dtype=self.dtype)
-        raise TypeError(f"cond must be a prompt (str), a list of prompts or embeddings (B, L, D); got {type(cond).__name__}")
+        raise TypeError(f"{text}; got {type(cond).__name__} {cond!r:.60}; a class id belongs to class-conditional "
+                        "models such as 'digits'")
 
     def null_cond(self, batch: int, like: torch.Tensor) -> torch.Tensor:
         key = (self.device, self.dtype)
@@ -163,26 +201,42 @@ class StableDiffusionDenoiser(Denoiser):
         if cond is None:
             cond = self.null_cond(x.shape[0], x)
         t = torch.tensor(float(label), dtype=torch.float32, device=self.device)
-        out = self.unet(x.to(device=self.device, dtype=self.dtype), t,
+        out = self.unet(x.to(device=self.device, dtype=self.dtype, memory_format=_DENSE), t,
                         encoder_hidden_states=cond.to(device=self.device, dtype=self.dtype)).sample
         return out.to(device=x.device, dtype=x.dtype)
 
     # ----------------------------------------------------------- latents
     def encode(self, image: torch.Tensor) -> torch.Tensor:
-        """Image ``(B, 3, H, W)`` in [-1, 1] -> scaled latent (posterior mean)."""
-        if not isinstance(image, torch.Tensor) or not image.is_floating_point() or image.dim() != 4 \
-                or image.shape[1] != self.image_shape[0]:
-            raise ValueError(f"image must be a float tensor (B, {self.image_shape[0]}, H, W) in [-1, 1]; "
-                             f"got {getattr(image, 'shape', type(image).__name__)}")
-        if image.shape[-1] % self.vae_scale_factor or image.shape[-2] % self.vae_scale_factor:
-            raise ValueError(f"image height and width must be multiples of {self.vae_scale_factor}; got {tuple(image.shape[-2:])}")
-        z = self.vae.encode(image.to(device=self.device, dtype=self.vae.dtype)).latent_dist.mode()
+        """Image ``(B, *image_shape)`` in [-1, 1] -> scaled latent ``(B, *sample_shape)`` (posterior mean).
+
+        The image must have the pipeline's size (``image_shape``, set by ``height=`` / ``width=``
+        of :func:`load_sd`); autograd flows through the VAE to the image."""
+        c, h, w = self.image_shape
+        if not isinstance(image, torch.Tensor) or not image.is_floating_point():
+            got = image.dtype if isinstance(image, torch.Tensor) else type(image).__name__
+            raise TypeError(f"image must be a floating torch.Tensor (B, {c}, {h}, {w}) in [-1, 1] (got {got}); "
+                            "e.g. image.float() / 127.5 - 1 for uint8 images")
+        if image.dim() != 4 or image.shape[1] != c:
+            hint = " (add a batch dimension: image[None])" if tuple(image.shape) == self.image_shape else ""
+            raise ValueError(f"image must have shape (B, {c}, {h}, {w}); got {tuple(image.shape)}{hint}")
+        if tuple(image.shape[-2:]) != (h, w):
+            raise ValueError(f"image is {image.shape[-2]}x{image.shape[-1]} but this pipeline was loaded for {h}x{w} "
+                             f"images (latents {tuple(self.sample_shape)}); resize the image, or load the model "
+                             f"with height={image.shape[-2]}, width={image.shape[-1]} (multiples of "
+                             f"{self.vae_scale_factor})")
+        if image.shape[0] == 0:
+            raise ValueError("batch size is 0 (image has shape (0, ...)); pass at least one image")
+        check_tensor_device(image, "image", self.device)
+        check_image_range(image, "images", *self.image_range, stacklevel=3)
+        x = image.to(device=self.device, dtype=self.vae.dtype, memory_format=_DENSE)
+        z = self.vae.encode(x).latent_dist.mode()
         return ((z - self.shift_factor) * self.scaling_factor).to(device=image.device, dtype=image.dtype)
 
     def decode(self, latent: torch.Tensor) -> torch.Tensor:
         """Scaled latent -> image in (roughly) [-1, 1]."""
         latent = self.check_input(latent, "latent")
-        z = latent.to(device=self.device, dtype=self.vae.dtype) / self.scaling_factor + self.shift_factor
+        z = latent.to(device=self.device, dtype=self.vae.dtype, memory_format=_DENSE)
+        z = z / self.scaling_factor + self.shift_factor
         return self.vae.decode(z).sample.to(device=latent.device, dtype=latent.dtype)
 
 
@@ -198,11 +252,10 @@ def load_sd(name: str, dtype: torch.dtype = torch.float32, device: str | torch.d
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTokenizer
 
-    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
-        raise TypeError(f"dtype must be a floating torch.dtype such as torch.float16 (got {dtype!r})")
+    dtype, device = check_dtype(dtype), check_device(device)
     if prediction_type is not None and prediction_type not in PREDICTION_TYPES:
         raise ValueError(f"prediction_type must be one of {PREDICTION_TYPES} or None (read it from the scheduler)")
-    where, local = resolve_pipeline(name, revision, local_files_only)
+    where, local = resolve_pipeline(name, revision, local_files_only, variant)
     common = {"revision": revision, "local_files_only": local}
     try:
         sched_cfg = _scheduler_config(where, common)

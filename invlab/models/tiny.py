@@ -23,8 +23,11 @@ from typing import Any
 import torch
 
 from ..schedules import NoiseSchedule
-from .base import Denoiser
+from ..checks import check_device, check_dtype, check_image_range, check_tensor_device
+from .base import Denoiser, check_class_cond
 
+#: networks see dense inputs, so channels-last or strided tensors give exactly the contiguous result
+_DENSE = torch.contiguous_format
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 
 
@@ -53,9 +56,7 @@ def _load_module(module: torch.nn.Module, folder: Path, prefix: str, dtype: torc
 
 
 def _check_dtype(dtype: Any) -> torch.dtype:
-    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
-        raise TypeError(f"dtype must be a floating torch.dtype such as torch.float32 (got {dtype!r})")
-    return dtype
+    return check_dtype(dtype)
 
 
 def _build_unet(cfg: dict[str, Any]):
@@ -71,6 +72,8 @@ class ClassUNetDenoiser(Denoiser):
     ``cond`` is a class id (int) or one id per row; internally a LongTensor, with
     ``null_class`` in the rows that are unconditional.
     """
+
+    image_range = (-1.0, 1.0)  # the pixel model's inputs; the latent model's encode() input
 
     def __init__(self, unet: torch.nn.Module, schedule: NoiseSchedule, num_classes: int, null_class: int,
                  name: str, prediction_type: str = "epsilon", config: dict[str, Any] | None = None):
@@ -93,19 +96,7 @@ class ClassUNetDenoiser(Denoiser):
     def check_cond(self, cond: Any, batch: int, like: torch.Tensor) -> torch.Tensor | None:
         if cond is None:
             return None
-        if isinstance(cond, float) or (isinstance(cond, torch.Tensor) and cond.is_floating_point()):
-            raise TypeError(f"cond must be an integer class id 0..{self.num_classes - 1} (got {cond!r}); e.g. cond=3")
-        try:
-            c = torch.as_tensor(cond, dtype=torch.long)
-        except (TypeError, ValueError):
-            raise TypeError(f"cond must be a class id or a list of them (got {cond!r}); e.g. cond=3") from None
-        if c.dim() == 0:
-            c = c.expand(batch)
-        if c.shape != (batch,):
-            raise ValueError(f"cond must be one class id or {batch} of them (one per row); got shape {tuple(c.shape)}")
-        if c.min() < 0 or c.max() >= self.num_classes:
-            raise ValueError(f"class id out of range: got {c.tolist()}; {self.name} has classes 0..{self.num_classes - 1}")
-        return c.to(like.device)
+        return check_class_cond(cond, batch, self.num_classes, self.name, like.device)
 
     def null_cond(self, batch: int, like: torch.Tensor) -> torch.Tensor:
         return torch.full((batch,), self.null_class, dtype=torch.long, device=like.device)
@@ -115,7 +106,8 @@ class ClassUNetDenoiser(Denoiser):
         if cond is None:  # an unconditional call on a conditional net means the null class
             cond = self.null_cond(x.shape[0], x)
         t = torch.tensor(float(label), dtype=torch.float32, device=self.device)
-        out = self.unet(x.to(device=self.device, dtype=self.dtype), t, class_labels=cond.to(self.device)).sample
+        x_in = x.to(device=self.device, dtype=self.dtype, memory_format=_DENSE)
+        out = self.unet(x_in, t, class_labels=cond.to(self.device)).sample
         return out.to(device=x.device, dtype=x.dtype)
 
 
@@ -136,18 +128,26 @@ class LatentClassUNetDenoiser(ClassUNetDenoiser):
         self.image_shape = (vae.config.in_channels, self.sample_shape[1] * down, self.sample_shape[2] * down)
 
     def _check_image(self, image: torch.Tensor) -> torch.Tensor:
+        shape = ", ".join(map(str, self.image_shape))
         if not isinstance(image, torch.Tensor) or not image.is_floating_point():
-            raise TypeError(f"image must be a floating torch.Tensor of shape (B, {', '.join(map(str, self.image_shape))}) in [-1, 1]")
+            got = image.dtype if isinstance(image, torch.Tensor) else type(image).__name__
+            raise TypeError(f"image must be a floating torch.Tensor of shape (B, {shape}) in [-1, 1] (got {got}); "
+                            "e.g. image.float() / 127.5 - 1 for uint8 images")
         if image.dim() != 4 or tuple(image.shape[1:]) != self.image_shape:
-            hint = " (add a batch dimension: image[None])" if tuple(image.shape) == self.image_shape else ""
-            raise ValueError(f"image has shape {tuple(image.shape)} but {self.name} encodes (B, "
-                             f"{', '.join(map(str, self.image_shape))}){hint}")
+            hint = " (add a batch dimension: image[None])" if tuple(image.shape) == self.image_shape else (
+                f"; resize it, e.g. torch.nn.functional.interpolate(image, size={self.image_shape[1:]}, "
+                "mode='bilinear')" if image.dim() == 4 and image.shape[1] == self.image_shape[0] else "")
+            raise ValueError(f"image has shape {tuple(image.shape)} but {self.name} encodes (B, {shape}){hint}")
+        if image.shape[0] == 0:
+            raise ValueError("batch size is 0 (image has shape (0, ...)); pass at least one image")
+        check_tensor_device(image, "image", self.device)
+        check_image_range(image, "images", *self.image_range, stacklevel=4)
         return image
 
     def encode(self, image: torch.Tensor, sample: bool = False, generator: torch.Generator | None = None) -> torch.Tensor:
         """Image in [-1, 1] ``(B, 1, 32, 32)`` -> scaled latent ``(B, 4, 8, 8)`` (mean, or a posterior sample)."""
         image = self._check_image(image)
-        post = self.vae.encode(image.to(device=self.device, dtype=self.dtype)).latent_dist
+        post = self.vae.encode(image.to(device=self.device, dtype=self.dtype, memory_format=_DENSE)).latent_dist
         if sample:
             z = post.mean + post.std * torch.randn(post.mean.shape, generator=generator, dtype=post.mean.dtype).to(post.mean.device)
         else:
@@ -157,7 +157,8 @@ class LatentClassUNetDenoiser(ClassUNetDenoiser):
     def decode(self, latent: torch.Tensor) -> torch.Tensor:
         """Scaled latent ``(B, 4, 8, 8)`` -> image ``(B, 1, 32, 32)`` (roughly in [-1, 1]; not clamped)."""
         latent = self.check_input(latent, "latent")
-        img = self.vae.decode(latent.to(device=self.device, dtype=self.dtype) / self.scaling_factor).sample
+        z = latent.to(device=self.device, dtype=self.dtype, memory_format=_DENSE)
+        img = self.vae.decode(z / self.scaling_factor).sample
         return img.to(device=latent.device, dtype=latent.dtype)
 
 
@@ -167,8 +168,9 @@ def digits(dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu
     """The shipped pixel model: class-conditional eps-UNet on 1x16x16 digits (``weights_dir``:
     a folder written by ``python -m invlab.train digits --out ...`` instead of the shipped one)."""
     folder = Path(weights_dir) if weights_dir is not None else ASSETS
+    dtype, device = _check_dtype(dtype), check_device(device)
     cfg = _read_config(folder, "digits_unet")
-    unet = _load_module(_build_unet(cfg["unet"]), folder, "digits_unet", _check_dtype(dtype), device)
+    unet = _load_module(_build_unet(cfg["unet"]), folder, "digits_unet", dtype, device)
     return ClassUNetDenoiser(unet, NoiseSchedule.from_config(cfg["scheduler"]), cfg["num_classes"], cfg["null_class"],
                              name="digits", prediction_type=cfg["prediction_type"], config=cfg)
 
@@ -179,7 +181,7 @@ def digits_latent(dtype: torch.dtype = torch.float32, device: str | torch.device
     from diffusers import AutoencoderKL
 
     folder = Path(weights_dir) if weights_dir is not None else ASSETS
-    dtype = _check_dtype(dtype)
+    dtype, device = _check_dtype(dtype), check_device(device)
     cfg = _read_config(folder, "digits_latent_unet")
     vcfg = _read_config(folder, "digits_latent_vae")
     unet = _load_module(_build_unet(cfg["unet"]), folder, "digits_latent_unet", dtype, device)

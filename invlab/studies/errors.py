@@ -113,11 +113,10 @@ def local_step_errors(comparison: Comparison, metric: str = "nmse", label: str =
     """The error each naive step makes on its own: start the step from the *true* latent and
     compare its output with the true next latent. Accumulated error minus these is what the
     earlier steps' mistakes contributed."""
-    from ..metrics import nmse as _nmse
-    from ..metrics import rmse as _rmse
+    from ..metrics import get
     from ..steps import ddim_step, x0_from_eps
 
-    fn = {"nmse": _nmse, "rmse": _rmse}[metric]
+    fn = get(metric, ("nmse", "rmse"))
     s = comparison.settings
     model = s["model"]
     run = next(iter(comparison.runs.values()))

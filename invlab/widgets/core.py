@@ -10,12 +10,13 @@ the draw function itself.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Hashable
+from typing import Any, Callable, Hashable, Iterable
 
 import matplotlib.pyplot as plt
 import numpy as np
 
-__all__ = ["Cache", "Explorer", "StepExplorer", "int_slider", "float_slider", "select_slider", "dropdown"]
+__all__ = ["Cache", "Explorer", "StepExplorer", "check_object", "check_range", "int_slider", "float_slider",
+           "select_slider", "dropdown"]
 
 
 class Cache:
@@ -38,29 +39,77 @@ def _w():
     return ipywidgets
 
 
+def check_range(description: str, value: Any, lo: Any, hi: Any, kind: type) -> None:
+    """A slider's value and bounds, checked before ipywidgets sees them (it clamps values silently
+    and raises a TraitError for min > max)."""
+    from ..checks import check_int, check_number
+
+    conv = (lambda n, v: check_int(f"{description} slider {n}", v)) if kind is int else (
+        lambda n, v: check_number(f"{description} slider {n}", v))
+    v, a, b = conv("value", value), conv("minimum", lo), conv("maximum", hi)
+    if a > b:
+        raise ValueError(f"{description} slider: minimum {lo} is above maximum {hi}; swap them")
+    if not a <= v <= b:
+        raise ValueError(f"{description}={value} is outside the slider's range [{lo}, {hi}]; pick a value in it")
+
+
 def int_slider(description: str, value: int, lo: int, hi: int, step: int = 1):
+    check_range(description, value, lo, hi, int)
     return _w().IntSlider(value=value, min=lo, max=hi, step=step, description=description, continuous_update=False)
 
 
 def float_slider(description: str, value: float, lo: float, hi: float, step: float = 0.05):
+    check_range(description, value, lo, hi, float)
     return _w().FloatSlider(value=value, min=lo, max=hi, step=step, description=description, continuous_update=False)
 
 
-def select_slider(description: str, options, value=None):
+def _options(description: str, options, value):
+    if isinstance(options, (str, bytes)) or not isinstance(options, Iterable):
+        raise TypeError(f"{description} options must be a list of choices (got {options!r})")
     options = list(options)
-    return _w().SelectionSlider(options=options, value=options[0] if value is None else value,
-                                description=description, continuous_update=False)
+    if not options:
+        raise ValueError(f"{description} needs at least one option to choose from")
+    if value is not None and value not in options:
+        raise ValueError(f"{description}={value!r} is not one of the options {options}; pick one of them "
+                         "(or add it to the options)")
+    return options, options[0] if value is None else value
+
+
+def select_slider(description: str, options, value=None):
+    options, value = _options(description, options, value)
+    return _w().SelectionSlider(options=options, value=value, description=description, continuous_update=False)
 
 
 def dropdown(description: str, options, value=None):
-    options = list(options)
-    return _w().Dropdown(options=options, value=options[0] if value is None else value, description=description)
+    options, value = _options(description, options, value)
+    return _w().Dropdown(options=options, value=value, description=description)
+
+
+def _check_index(what: str, index: Any, size: int) -> int:
+    from ..checks import check_int
+
+    i = check_int(what, index)
+    if not 0 <= i < size:
+        raise ValueError(f"{what}={index} is out of range: there are {size} (0..{size - 1})")
+    return i
+
+
+def check_object(widget: str, what: str, value: Any, cls: type, how: str) -> None:
+    """TypeError when a widget is handed the wrong kind of object (e.g. a Trajectory for a Comparison)."""
+    if not isinstance(value, cls):
+        raise TypeError(f"{widget} takes {what} (a {cls.__name__}, {how}); got {type(value).__name__}")
 
 
 class Explorer:
     """Controls + a draw function + an Output; re-draws when a control's value changes."""
 
     def __init__(self, controls: dict[str, Any], draw: Callable[..., tuple[Any, Any]], title: str | None = None):
+        if not isinstance(controls, dict) or not all(hasattr(c, "observe") and hasattr(c, "value")
+                                                       for c in controls.values()):
+            raise TypeError("controls must be a dict name -> ipywidgets control (e.g. int_slider(...)); "
+                            f"got {type(controls).__name__}")
+        if not callable(draw):
+            raise TypeError(f"draw must be a function draw(**values) -> (figure, summary); got {type(draw).__name__}")
         w = _w()
         self.controls = controls
         self.draw = draw
@@ -99,7 +148,11 @@ class StepExplorer(Explorer):
 
     def __init__(self, comparison, sample_index: int = 0):
         from ..plots.core import plot_step_panel
+        from ..studies.errors import Comparison
 
+        check_object("StepExplorer", "a comparison of inversion methods", comparison, Comparison,
+                     "from invlab.studies.errors.run_methods")
+        _check_index("sample_index", sample_index, comparison.z_T.shape[0])
         self.comparison = comparison
         n = len(next(iter(comparison.runs.values())))
         errors = comparison.step_errors()

@@ -7,7 +7,8 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from .core import Cache, Explorer, dropdown, select_slider
+from ..checks import unknown
+from .core import Cache, Explorer, check_object, dropdown, select_slider
 
 __all__ = ["FlowExplorer"]
 
@@ -23,9 +24,20 @@ class FlowExplorer(Explorer):
     def __init__(self, model, z_T: torch.Tensor, cond: Any = None, steps_options: Sequence[int] = (5, 10, 20, 50),
                  guidance_options: Sequence[float] = (1.0, 2.0, 4.0), methods: Sequence[str] = ("naive", "easyinv", "exact"),
                  substeps: int = 40, lim: float = 3.2, steps: int | None = None, guidance: float | None = None):
+        from ..inversion import METHODS
+        from ..models.base import Denoiser
         from ..plots.flows import plot_flow_paths
         from ..studies.flows import density_grid, flow_paths, grid_points
 
+        check_object("FlowExplorer", "a model", model, Denoiser, "e.g. invlab.load_model('gmm-2d')")
+        if model.sample_shape != (2,) or not hasattr(model, "log_prob"):
+            raise ValueError("FlowExplorer draws 2-D flows over the data density: it needs a 2-D analytic model "
+                             f"such as invlab.load_model('gmm-2d'); got {model.name} with samples of shape "
+                             f"{model.sample_shape}")
+        model.check_input(z_T, "z_T")
+        for m in methods:
+            if m not in METHODS:
+                raise unknown("method", m, sorted(METHODS))
         self.cache = Cache()
         X, Y, _ = grid_points(lim, 80)
         density = density_grid(model, X, Y)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .core import Explorer, select_slider
+from .core import Explorer, check_object, select_slider
 
 __all__ = ["GuidanceExplorer"]
 
@@ -13,7 +13,12 @@ class GuidanceExplorer(Explorer):
 
     def __init__(self, sweep, title: str = "reconstructions at guidance w"):
         from ..plots.guidance import plot_reconstructions
+        from ..studies.guidance import GuidanceSweep
 
+        check_object("GuidanceExplorer", "a guidance sweep", sweep, GuidanceSweep,
+                     "from invlab.studies.guidance.guidance_sweep")
+        if not sweep.guidances or not sweep.rows:
+            raise ValueError("GuidanceExplorer needs a sweep with at least one guidance value and its results")
         self.sweep = sweep
 
         def draw(w):

@@ -8,7 +8,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-from .core import Cache, Explorer, float_slider, select_slider
+from ..inversion.easyinv import EasyInvOptions
+from .core import Cache, Explorer, check_range, check_object, float_slider, select_slider
 
 __all__ = ["KalmanExplorer", "WINDOWS"]
 
@@ -26,8 +27,17 @@ class KalmanExplorer(Explorer):
 
     def __init__(self, model, z_T: torch.Tensor, steps: int = 50, guidance: float = 1.0, cond: Any = None,
                  windows: Sequence[tuple[float, float]] = WINDOWS, eta: float = 0.5):
+        from ..models.base import Denoiser
         from ..studies.kalman import run_gains
 
+        check_object("KalmanExplorer", "a model", model, Denoiser, "e.g. invlab.load_model('gmm-digits')")
+        model.check_input(z_T, "z_T")
+        check_range("eta", eta, 0.0, 1.0, float)  # before the (slow) runs below
+        if isinstance(windows, (str, bytes)) or not windows:
+            raise ValueError(f"windows must be a non-empty list of (lo, hi) fractions (got {windows!r}); "
+                             f"e.g. {WINDOWS[:2]}")
+        for win in windows:
+            EasyInvOptions(window=win)  # each window checked before any compute
         self.cache = Cache()
         base = run_gains(model, z_T, steps, guidance, cond, runs={"naive": {"method": "naive"}})
         ref = base.reference

@@ -22,6 +22,12 @@ class ImageChainExplorer(Explorer):
     def __init__(self, sets: Mapping[str, Mapping[str, torch.Tensor]]):
         from ..plots.latent import plot_image_panel
 
+        if not isinstance(sets, Mapping) or not sets or not all(
+                isinstance(v, Mapping) and v and all(isinstance(t, torch.Tensor) and t.dim() == 4 for t in v.values())
+                for v in sets.values()):
+            raise TypeError("ImageChainExplorer takes sets = {set name: {stage name: (B, C, H, W) tensor}}, e.g. "
+                            "{'real': {'original': x, 'decoded': model.decode(model.encode(x))}}; "
+                            f"got {type(sets).__name__}")
         self.sets = {k: dict(v) for k, v in sets.items()}
         names = list(self.sets)
         n = min(len(next(iter(s.values()))) for s in self.sets.values())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Mapping
 
+from ..trace import Trajectory
 from .core import Cache, Explorer, dropdown, int_slider
 
 __all__ = ["InnerSolverExplorer"]
@@ -24,6 +25,9 @@ class InnerSolverExplorer(Explorer):
         from ..plots.solvers import plot_inner_residuals
         from ..studies.solvers import inner_residuals
 
+        if not isinstance(runs, Mapping) or not runs or not all(isinstance(t, Trajectory) for t in runs.values()):
+            raise TypeError("InnerSolverExplorer takes runs = {solver name: Trajectory of an exact inversion}, e.g. "
+                            f"comparison.runs; got {type(runs).__name__}")
         self.runs = dict(runs)
         self.cache = Cache()
         names = list(self.runs)
