@@ -1,6 +1,8 @@
 import os
 
 import pytest
+
+pytest.register_assert_rewrite("nbchecks")  # the notebooks' shared checks report like test asserts
 import torch
 
 os.environ.setdefault("MPLBACKEND", "Agg")

@@ -53,7 +53,7 @@ if TRAINED and TRAINED not in invlab.available_models():
 if DPM_STEPS < 3:
     raise ValueError(f"DPM_STEPS must be >= 3 so that some step is second order (got {DPM_STEPS})")
 batch = 2 if cfg.quick else BATCH
-steps = min(cfg.steps, 6) if cfg.quick else cfg.steps
+steps = min(cfg.steps, 10) if cfg.quick else cfg.steps
 dpm_steps = min(DPM_STEPS, 4) if cfg.quick else DPM_STEPS
 model = cfg.model
 cond = torch.arange(batch) % model.num_classes if model.num_classes else None

@@ -45,7 +45,7 @@ model = cfg.model
 if not getattr(model, "is_latent", False):
     raise ValueError(f"MODEL={MODEL!r} works in pixel space; this notebook needs a latent model such as 'digits-latent'")
 batch = 2 if cfg.quick else BATCH
-steps = min(cfg.steps, 10) if cfg.quick else cfg.steps
+steps = min(cfg.steps, 20) if cfg.quick else cfg.steps
 iters = min(DECODER_ITERS, 10) if cfg.quick else DECODER_ITERS
 torch.set_grad_enabled(False)
 print(model.name, "| image", model.image_shape, "-> latent", model.sample_shape, f"| scaling_factor {model.scaling_factor:.4f}")

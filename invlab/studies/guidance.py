@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 import torch
 
 from ..metrics import nmse
+from ..trace import ConvergenceWarning
 from .errors import DEFAULT_METHODS, run_methods
 
 __all__ = ["GuidanceSweep", "guidance_sweep", "convergence_map"]
@@ -45,7 +47,9 @@ def guidance_sweep(model, z_T: torch.Tensor, steps: int, guidances: Sequence[flo
 
         ws = tqdm(ws, desc="guidance", leave=False)
     for w in ws:
-        cmp = run_methods(model, z_T, steps, solver, w, cond, methods)
+        with warnings.catch_warnings():  # convergence is what the sweep measures: it is in the rows, not warned
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            cmp = run_methods(model, z_T, steps, solver, w, cond, methods)
         sweep.originals[w] = cmp.reference.final
         for name, traj in cmp.runs.items():
             flags = [r.extras.get("converged") for r in traj.records if "converged" in r.extras]

@@ -1,0 +1,131 @@
+"""What every notebook's published numbers must satisfy in QUICK mode, on any machine and seed.
+
+One function per notebook, shared by the notebook tests (seed 0) and the robustness run
+(tests/test_nb_robustness.py: SEED 0, 1, 2 x 1 and 2 torch threads). Every check is on a
+converged quantity (a bound derived from the solver's tolerance) or on a robust statistic with
+a wide margin over what we measured; none compares two numbers from a non-converged or chaotic
+regime, whose order can flip with the last bits of another CPU's float kernels. Where a margin
+is stated, it is the worst case seen over seeds 0-2 and 1-2 threads (see the note in each check).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+
+def check_01(res: dict[str, Any]) -> None:
+    assert res["first_step_error"] < 1e-6                       # one step from the clean end: tiny
+    assert 1e-3 < res["noise_nmse"] < 0.5                       # naive inversion drifts, but not to nonsense
+    assert res["image_nmse"] < res["noise_nmse"] / 3            # images come back better than noise (>= 10x seen)
+    assert res["nfe"] == res["steps"]
+
+
+def check_02(res: dict[str, Any]) -> None:
+    # analytic 2-D mixture, float64: exact converges; naive is first order in the step size
+    assert res["exact_coarse_noise_nmse"] < 1e-10 < 1e-3 < res["naive_fine_noise_nmse"]
+    assert res["naive_fine_noise_nmse"] < res["naive_coarse_noise_nmse"] / 5           # finer grid helps a lot
+    assert -2.6 < res["naive_loglog_slope"] < -1.2                                    # ~ N^-2 in NMSE (first order)
+    assert res["naive_nfe"] == res["coarse_steps"] and res["exact_nfe_per_step"] < 20
+    assert res["fixed_point_miss"] < 1e-8 < res["naive_miss"] and res["corner_cut"] > 0
+    assert res["eps_cosine"] < 1.0
+
+
+def check_03(res: dict[str, Any]) -> None:
+    assert res["exact_noise_nmse"] < 1e-10 < 1e-3 < res["naive_noise_nmse"]
+    assert res["exact_image_nmse"] < 1e-10 and res["exact_nfe_per_step"] <= 8
+    assert res["naive_error_monotone"] and res["accumulated_over_local"] > 5
+    # measured: EasyInv (eta = 0.5) hurts on the analytic model, x1.5-4 over seeds 0-2 (naive and EasyInv are
+    # plain, smooth computations in float64 here: no solver, so a 10% margin is far above round-off)
+    assert res["easyinv_noise_nmse"] > 1.1 * res["naive_noise_nmse"]
+
+
+def check_04(res: dict[str, Any]) -> None:
+    assert res["w_low"] == 1.0 and res["w_high"] > 1.0
+    # analytic mixture: the solver converges at every w, to round-off
+    assert res["analytic_exact_converged_high"] == 1.0
+    assert res["analytic_exact_high"] < 1e-10
+    for name in ("analytic", "trained"):
+        assert res[f"{name}_naive_high"] > 1e-3
+        # guidance makes naive inversion worse: x1.1-1.4 measured over seeds; naive has no inner solver, so
+        # its error is a smooth function of w, identical to 3 digits with 1 and 2 threads
+        assert res[f"{name}_naive_high"] > 1.05 * res[f"{name}_naive_low"]
+    # EasyInv (eta = 0.5) hurts on the analytic model (x1.3-1.5 measured); on the trained net at 10 steps and
+    # w = 10 both it and naive are near NMSE 1 (x1.1-2 measured), so only "no real help" is asserted there
+    assert res["analytic_easyinv_high"] > 1.1 * res["analytic_naive_high"]
+    assert res["trained_easyinv_high"] > 0.8 * res["trained_naive_high"]
+    # Trained net at 10 steps and w = 10 (QUICK): the solver does NOT converge everywhere, and there
+    # exact inversion is no better than naive by any useful factor. Which of the two ends lower is a
+    # coin toss decided by the last bits of the CPU (0.83 vs 0.81 on one machine, the other way round
+    # on another), so assert the robust facts only: some steps failed, and exact is not 10x better.
+    assert res["trained_exact_converged_high"] < 1.0
+    assert res["trained_exact_high"] > res["trained_naive_high"] / 10
+    assert res["trained_naive_high"] > res["analytic_naive_high"]
+    assert res["map_steps_min"] == 10 and res["map_converged_few_steps_high_w"] < 1.0
+    assert res["map_exact_few_steps_high_w"] > res["map_naive_few_steps_high_w"] / 10
+    # 20 steps at w = 1 (the QUICK map's most-steps, lowest-w cell): converges everywhere
+    assert res["map_converged_most_steps_low_w"] == 1.0
+
+
+def check_05(res: dict[str, Any]) -> None:
+    assert res["oracle_noise_nmse"] < res["naive_noise_nmse"] / 2                     # the oracle gain helps a lot
+    assert res["naive_noise_nmse"] < res["eta_noise_nmse"]                            # measured: eta=0.5 hurts here
+    assert res["adaptive_noise_nmse"] < res["naive_noise_nmse"]
+    assert res["oracle_eta_median"] > 1.0 and res["oracle_eta_rest_min"] > 1.0        # it extrapolates
+    assert res["oracle_le_eta_same_state"] and res["oracle_le_eta_each_blended_step"]
+    assert res["eta_nfe"] == res["oracle_nfe"] == res["adaptive_nfe"] == res["naive_nfe"] == res["steps"]
+    assert res["eta_after_over_before"] > 1.0
+
+
+def check_06(res: dict[str, Any]) -> None:
+    assert res["anderson_noise_nmse"] < 1e-14 < 1e-2 < res["naive_noise_nmse"]
+    assert res["reference_noise_nmse"] < res["naive_noise_nmse"] / 10
+    assert res["reference_noise_nmse"] > 1e3 * res["anderson_noise_nmse"]
+    assert res["reference_rms1e9_noise_nmse"] < 1e-6
+    assert res["reference_over_anderson_nfe"] > 2                     # forward step is slower than Anderson
+    assert res["anderson_nfe_per_step"] < res["forward_nfe_per_step"] < res["reference_rms1e9_nfe_per_step"]
+    assert res["dpm_alg2_noise_nmse"] * 10 < res["dpm_naive_noise_nmse"]
+    assert res["dpm_alg2_past_noise_nmse"] * 10 < res["dpm_naive_noise_nmse"]
+    assert res["dpm_orders"] == [1] + [2] * (res["dpm_steps"] - 2) + [1]
+    assert res["dpm_past_estimate_share"] > 0.3
+    assert res["exact_float64_noise_nmse"] < 1e-14 < res["exact_float32_noise_nmse"] < 1e-7
+    assert res["naive_float32_noise_nmse"] > 1e-2
+    # the trained net's last DPM step is ill-conditioned (singular values of a Jacobian: deterministic
+    # linear algebra on converged-free quantities; orders of magnitude apart)
+    assert res["last_step_sv_min_trained"] < 1e-3 < 1e-2 < res["last_step_sv_min_analytic"]
+    assert res["last_step_sv_small_trained"] > 10
+    # Algorithm 2 on the trained net stalls (ill-conditioned last step), so its numbers are those of a
+    # non-converged solve: the image comes back better than naive (x2.7 to x150 over seeds 0-2: only the
+    # ordering is asserted) and the noise does not come back at all (NMSE 0.9-1.6 measured; > 0.1 asserted)
+    assert res["trained_dpm_alg2_image_nmse"] < res["trained_dpm_naive_image_nmse"]
+    assert res["trained_dpm_alg2_noise_nmse"] > 0.1
+
+
+def check_07(res: dict[str, Any]) -> None:
+    assert 0 < res["encoder_mse"] < 1e-3                                  # a trained VAE: small but non-zero
+    assert res["gradient_free_mse"] < 3 * res["encoder_mse"] and res["adam_mse"] < 3 * res["encoder_mse"]
+    assert res["real_encoder_naive_diffusion"] > 10 * res["encoder_mse"]
+    assert res["real_encoder_exact_diffusion"] < 0.1 * res["real_encoder_exact_vae"]
+    assert res["real_encoder_exact_total"] < 1.5 * res["real_encoder_exact_vae"]
+    assert res["real_encoder_exact_total"] * 10 < res["real_encoder_naive_total"]
+    assert res["gen_true_exact_noise_nmse"] < 1e-4 < 1e-2 < res["gen_true_naive_noise_nmse"]
+    assert res["gen_encoder_latent_nmse"] > 0
+
+
+def check_08(res: dict[str, Any]) -> None:
+    assert res["model"] == "digits" and res["solver"] == "ddim"
+    assert res["exact_noise_nmse"] < 1e-6 < 1e-3 < res["naive_noise_nmse"]
+    assert res["exact_unconverged_steps"] == 0 and res["exact_nfe_per_step"] <= 12
+    assert "decoder_inversion_mse" not in res                          # pixel model: the latent section is skipped
+
+
+#: notebook file stem -> its check
+CHECKS: dict[str, Callable[[dict[str, Any]], None]] = {
+    "01_sampling_and_inversion": check_01,
+    "02_flows_in_2d": check_02,
+    "03_error_accumulation": check_03,
+    "04_guidance_sensitivity": check_04,
+    "05_kalman_view": check_05,
+    "06_exact_inversion": check_06,
+    "07_latent_and_decoder_inversion": check_07,
+    "08_your_model": check_08,
+}

@@ -1,0 +1,42 @@
+"""The notebooks' published-number checks hold on any seed and thread count, not just the one
+they were written on.
+
+Every QUICK notebook runs for SEED 0, 1 and 2, each with 1 and 2 torch threads (a different thread
+count changes the order of float reductions, as another CPU does), and must pass the same checks
+as the notebook tests (tests/nbchecks.py). A check that fails here for one combination is a
+knife-edge comparison that would fail CI on some other machine.
+"""
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from nbchecks import CHECKS
+
+NB_DIR = Path(__file__).resolve().parent.parent / "notebooks"
+COMBOS = [(seed, threads) for seed in (0, 1, 2) for threads in (1, 2)]
+
+
+def _threads_used(executed: Path) -> int:
+    """The torch thread count the notebook's config cell reported (nbsetup.setup prints it)."""
+    nb = json.loads(executed.read_text())
+    for cell in nb["cells"]:
+        for out in cell.get("outputs", []):
+            m = re.search(r"(\d+) torch thread", "".join(out.get("text", "")))
+            if m:
+                return int(m.group(1))
+    raise AssertionError(f"{executed.name}: the config cell did not report its torch threads")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed,threads", COMBOS, ids=[f"seed{s}-threads{t}" for s, t in COMBOS])
+@pytest.mark.parametrize("stem", sorted(CHECKS))
+def test_published_numbers_hold_for_every_seed_and_thread_count(stem, seed, threads, tmp_path):
+    from invlab.notebooks import execute
+
+    res = execute(NB_DIR / f"{stem}.ipynb", tmp_path / "out", quick=True, figures=tmp_path / "figures",
+                  extra={"SEED": seed}, threads=threads)
+    assert _threads_used(Path(res["_output"])) == threads
+    CHECKS[stem](res)
