@@ -388,6 +388,10 @@ ROWS = [
         TypeError, r"eta must be a number"),
     err("EasyInv window as a number", lambda c: invlab.invert(c.gmm, c.img16.double(), 3, method="easyinv", window=0.5),
         TypeError, r"window must be a pair \(lo, hi\)"),
+    err("EasyInv oracle gain with a tensor as reference",
+        lambda c: invlab.invert(c.gmm, c.img16.double(), 3, method="easyinv", gain="oracle", window=(0, 1),
+                                reference=c.img16), TypeError,
+        r"reference must be the sampling Trajectory \(from invlab.sample\) on the same grid \(got Tensor\)"),
     err("exact max_iter as a string", lambda c: invlab.invert(c.gmm, c.img16.double(), 3, method="exact", max_iter="5"),
         TypeError, r"max_iter must be an int"),
 

@@ -84,9 +84,6 @@ class EasyInvOptions:
             raise ValueError(f"window must be (lo, hi) fractions with 0 <= lo < hi <= 1 (got {self.window})")
         check_choice("placement", self.placement, PLACEMENTS)
         check_choice("gain", self.gain, GAINS)
-        if self.reference is not None and not isinstance(self.reference, Trajectory):
-            raise TypeError(f"reference must be the sampling Trajectory (from invlab.sample) on the same grid "
-                            f"(got {type(self.reference).__name__})")
         if self.gain == "oracle" and self.reference is None:
             raise ValueError("gain='oracle' needs reference=<the sampling Trajectory on the same grid> (ground truth)")
         NaiveOptions(label=self.label)
@@ -164,6 +161,9 @@ class EasyInvBlend(Intervention):
 
 def invert_easyinv(setup, hooks, opts: EasyInvOptions, check_finite: bool = True, show_progress: bool = False):
     levels = list(reversed(setup.grid.levels))
+    if opts.gain == "oracle" and not isinstance(opts.reference, Trajectory):
+        raise TypeError("reference must be the sampling Trajectory (from invlab.sample) on the same grid "
+                        f"(got {type(opts.reference).__name__})")
     truth = opts.reference.latents().flip(0) if opts.gain == "oracle" else None
     if truth is not None:
         # the reference must be the sampling run on this grid: check levels line up
