@@ -75,6 +75,9 @@ def setup(QUICK: bool, SEED: int, MODEL: str, STEPS: int, GUIDANCE: float, FIGUR
     figures = quick_safe_figures(Path(FIGURES), QUICK)
     figures.mkdir(parents=True, exist_ok=True)
     model = load_model(MODEL, **load_kwargs).to(DEVICE)
-    return SimpleNamespace(quick=QUICK, seed=SEED, model_name=MODEL, model=model, steps=int(STEPS),
+    threads = torch.get_num_threads()
+    print(f"this run: {MODEL} | {'QUICK' if QUICK else 'full'} mode | SEED {SEED} | {DTYPE} on {DEVICE} | "
+          f"{threads} torch thread(s) | figures -> {figures}")
+    return SimpleNamespace(quick=QUICK, seed=SEED, model_name=MODEL, model=model, steps=int(STEPS), threads=threads,
                            guidance=float(GUIDANCE), dtype=DTYPES[DTYPE], device=torch.device(DEVICE),
                            figures=figures, **extra)

@@ -41,9 +41,14 @@ def check_03(res: dict[str, Any]) -> None:
 
 def check_04(res: dict[str, Any]) -> None:
     assert res["w_low"] == 1.0 and res["w_high"] > 1.0
-    # analytic mixture: the solver converges at every w, to round-off
+    # analytic mixture: the solver converges at every step of every w, so sampling again from the inverted
+    # noise returns the image to round-off (a converged quantity: each step's equation holds to 1e-9 RMS).
+    # The *noise* comes back to round-off only where each step's equation has one root: at 10 steps and
+    # w = 10 (QUICK) seed 2 lands on another root (noise NMSE 1.7e-3, every step converged), so the noise
+    # is only required to beat naive's by 100x (measured >= 270x; 1e-16 where the root is unique).
     assert res["analytic_exact_converged_high"] == 1.0
-    assert res["analytic_exact_high"] < 1e-10
+    assert res["analytic_exact_image_high"] < 1e-14
+    assert res["analytic_exact_high"] < res["analytic_naive_high"] / 100
     for name in ("analytic", "trained"):
         assert res[f"{name}_naive_high"] > 1e-3
         # guidance makes naive inversion worse: x1.1-1.4 measured over seeds; naive has no inner solver, so

@@ -120,6 +120,7 @@ w_lo, w_hi = guidances[0], guidances[-1]
 numbers = dict(steps=steps, w_low=w_lo, w_high=w_hi,
                analytic_naive_low=_at(analytic, "naive", w_lo), analytic_naive_high=_at(analytic, "naive", w_hi),
                analytic_easyinv_high=_at(analytic, "easyinv", w_hi), analytic_exact_high=_at(analytic, "exact", w_hi),
+               analytic_exact_image_high=_at(analytic, "exact", w_hi, "image_nmse"),
                analytic_exact_converged_high=_at(analytic, "exact", w_hi, "converged_fraction"))
 if trained is not None:
     numbers.update(trained_naive_low=_at(trained, "naive", w_lo), trained_naive_high=_at(trained, "naive", w_hi),
