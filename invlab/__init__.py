@@ -6,47 +6,55 @@
     fwd = invlab.sample(model, z_T, steps=50, solver="ddim", guidance=3.0, cond=3)
     inv = invlab.invert(model, fwd.final, steps=50, method="naive", guidance=3.0, cond=3)
     inv.errors_to(fwd)                                # ground-truth error after every step
+
+The names below are imported on first use (PEP 562), so ``import invlab`` itself is instant and
+torch (about 1 s), diffusers (about 3 s: the trained nets) and torchmetrics are imported only
+when something needs them (``benchmarks/import_time.py`` measures it).
 """
 
 from __future__ import annotations
 
-import torch
-
-from . import metrics
-from .inversion import METHODS, invert, invert_decoder
-from .models import Denoiser, available_models, load_model
-from .sampling import sample
-from .schedules import Grid, Level, NoiseSchedule
-from .trace import (ConvergenceWarning, FunctionIntervention, Intervention, NonFiniteError, Observer, Recorder,
-                    RecordingCapWarning, StepRecord, Trajectory)
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-
-def noise(model: Denoiser, batch: int = 1, seed: int | None = 0, dtype: torch.dtype = torch.float64,
-          device: str | torch.device = "cpu", generator: torch.Generator | None = None) -> torch.Tensor:
-    """Standard normal z_T of shape ``(batch, *model.sample_shape)`` (drawn on the CPU, then moved).
-
-    ``batch`` is an int >= 1; ``seed`` an int (or None: the global RNG); ``generator`` a CPU
-    ``torch.Generator`` that overrides ``seed``. The draw is in float64, then cast to ``dtype``,
-    so a seed gives the same noise on every device and dtype (up to rounding).
-    """
-    from .checks import check_batch, check_device, check_dtype, check_int
-
-    if not isinstance(model, Denoiser):
-        raise TypeError(f"model must be an invlab Denoiser (from invlab.load_model); got {type(model).__name__}")
-    batch = check_batch(batch)
-    dtype, device = check_dtype(dtype), check_device(device)
-    if generator is not None and not isinstance(generator, torch.Generator):
-        raise TypeError(f"generator must be a torch.Generator or None (got {type(generator).__name__})")
-    if generator is None and seed is not None:
-        generator = torch.Generator().manual_seed(check_int("seed", seed, example=0))
-    if generator is not None and generator.device.type != "cpu":
-        raise ValueError(f"generator must be a CPU generator (the noise is drawn on the CPU, then moved); "
-                         f"got one on {generator.device}")
-    return torch.randn((batch, *model.sample_shape), generator=generator, dtype=torch.float64).to(device=device, dtype=dtype)
+#: public name -> the submodule that defines it
+_EXPORTS = {
+    "ConvergenceWarning": "trace", "FunctionIntervention": "trace", "Intervention": "trace",
+    "NonFiniteError": "trace", "Observer": "trace", "Recorder": "trace", "RecordingCapWarning": "trace",
+    "StepRecord": "trace", "Trajectory": "trace",
+    "Grid": "schedules", "Level": "schedules", "NoiseSchedule": "schedules",
+    "Denoiser": "models", "available_models": "models", "load_model": "models",
+    "METHODS": "inversion", "invert": "inversion", "invert_decoder": "inversion",
+    "sample": "sampling", "noise": "sampling",
+}
+_SUBMODULES = {"checks", "data", "inversion", "loop", "metrics", "models", "nbsetup", "notebooks", "plots",
+               "quality", "report", "sampling", "schedules", "steps", "studies", "trace", "train", "widgets"}
 
 
-__all__ = ["ConvergenceWarning", "RecordingCapWarning", "Denoiser", "FunctionIntervention", "Grid", "Intervention", "Level", "METHODS", "NoiseSchedule",
-           "NonFiniteError", "Observer", "Recorder", "StepRecord", "Trajectory", "available_models", "invert", "invert_decoder",
-           "load_model", "metrics", "noise", "sample"]
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    elif name in _SUBMODULES:
+        value = importlib.import_module(f".{name}", __name__)
+    else:
+        raise AttributeError(f"module 'invlab' has no attribute {name!r}")
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS) | _SUBMODULES)
+
+
+if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerly
+    from . import metrics
+    from .inversion import METHODS, invert, invert_decoder
+    from .models import Denoiser, available_models, load_model
+    from .sampling import noise, sample
+    from .schedules import Grid, Level, NoiseSchedule
+    from .trace import (ConvergenceWarning, FunctionIntervention, Intervention, NonFiniteError, Observer, Recorder,
+                        RecordingCapWarning, StepRecord, Trajectory)
+
+__all__ = sorted(set(_EXPORTS) | {"metrics"})

@@ -47,3 +47,27 @@ def sample(model: Denoiser, z_T: torch.Tensor, steps: int = 50, solver: str = "d
             x0_prev = x0
             x = run.finish(st, x_next)
     return run.trajectory(x)
+
+
+def noise(model: Denoiser, batch: int = 1, seed: int | None = 0, dtype: torch.dtype = torch.float64,
+          device: str | torch.device = "cpu", generator: torch.Generator | None = None) -> torch.Tensor:
+    """Standard normal z_T of shape ``(batch, *model.sample_shape)`` (drawn on the CPU, then moved).
+
+    ``batch`` is an int >= 1; ``seed`` an int (or None: the global RNG); ``generator`` a CPU
+    ``torch.Generator`` that overrides ``seed``. The draw is in float64, then cast to ``dtype``,
+    so a seed gives the same noise on every device and dtype (up to rounding).
+    """
+    from .checks import check_batch, check_device, check_dtype, check_int
+
+    if not isinstance(model, Denoiser):
+        raise TypeError(f"model must be an invlab Denoiser (from invlab.load_model); got {type(model).__name__}")
+    batch = check_batch(batch)
+    dtype, device = check_dtype(dtype), check_device(device)
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator must be a torch.Generator or None (got {type(generator).__name__})")
+    if generator is None and seed is not None:
+        generator = torch.Generator().manual_seed(check_int("seed", seed, example=0))
+    if generator is not None and generator.device.type != "cpu":
+        raise ValueError(f"generator must be a CPU generator (the noise is drawn on the CPU, then moved); "
+                         f"got one on {generator.device}")
+    return torch.randn((batch, *model.sample_shape), generator=generator, dtype=torch.float64).to(device=device, dtype=dtype)
