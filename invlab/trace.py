@@ -191,8 +191,10 @@ class Intervention:
 class FunctionIntervention(Intervention):
     """Wrap a function ``fn(index, tensors) -> dict | None`` as an intervention."""
 
-    def __init__(self, fn, keys: Iterable[str], stage: str = "step"):
-        self.fn, self.keys, self.stage = fn, frozenset(keys), stage
+    def __init__(self, fn, keys: Iterable[str] | str, stage: str = "step"):
+        if not callable(fn):
+            raise TypeError(f"fn must be a function (index, tensors) -> dict | None (got {type(fn).__name__})")
+        self.fn, self.keys, self.stage = fn, frozenset((keys,) if isinstance(keys, str) else keys), stage
 
     def __call__(self, index, tensors):
         return self.fn(index, tensors)
@@ -318,7 +320,9 @@ class Trajectory:
 
         fn = {"nmse": nmse, "rmse": rmse}.get(metric)
         if fn is None:
-            raise ValueError(f"metric must be 'nmse' or 'rmse', got {metric!r}")
+            from .checks import suggest
+
+            raise ValueError(f"metric must be 'nmse' or 'rmse', got {metric!r}{suggest(metric, ('nmse', 'rmse'))}")
         ref = self.aligned(reference)
         mine = self.latents()
         return torch.stack([fn(mine[k + 1], ref[k + 1]) for k in range(len(self.records))])

@@ -130,6 +130,10 @@ def same_as(reference: Callable[[Ctx], torch.Tensor], atol: float = 0.0):
     return check
 
 
+def _one_key_x_next(hook, c):
+    assert hook.keys == frozenset({"x_next"})
+
+
 def _fn_invert_tensor(i, t):
     return t["x_next"]  # a bare tensor instead of {"x_next": tensor}
 
@@ -430,10 +434,13 @@ ROWS = [
         lambda c: invlab.invert(c.gmm, c.img16.double(), 3,
                                 hooks=[invlab.FunctionIntervention(_fn_invert_tensor, {"x_next"})]),
         TypeError, r"must return a dict like \{'x_next': tensor\} or None \(got Tensor at step 0\)"),
-    err("intervention keys given as one string",
-        lambda c: invlab.invert(c.gmm, c.img16.double(), 3,
-                                hooks=[invlab.FunctionIntervention(lambda i, t: None, "x_next")]),
-        ValueError, r"keys were a string split into letters: pass keys=\{'x_next'\}"),
+    works("intervention keys given as one string: one key",
+          lambda c: invlab.FunctionIntervention(lambda i, t: None, "x_next"),
+          _one_key_x_next),
+    err("intervention fn that is not callable", lambda c: invlab.FunctionIntervention("x_next", {"x_next"}),
+        TypeError, r"fn must be a function \(index, tensors\)"),
+    err("errors_to metric typo", lambda c: c.traj.errors_to(c.traj, metric="nmsee"),
+        ValueError, r"did you mean 'nmse'"),
     err("intervention stage typo",
         lambda c: invlab.invert(c.gmm, c.img16.double(), 3,
                                 hooks=[invlab.FunctionIntervention(lambda i, t: None, {"x_next"}, stage="steps")]),
