@@ -196,8 +196,11 @@ def _anderson(x: torch.Tensor, f: torch.Tensor, hist_x: list, hist_f: list, memo
     dX = torch.stack([hist_x[i + 1] - hist_x[i] for i in range(len(hist_x) - 1)], -1)   # (B, d, m)
     dF = torch.stack([hist_f[i + 1] - hist_f[i] for i in range(len(hist_f) - 1)], -1)
     A = dF.transpose(1, 2) @ dF                                                       # (B, m, m)
-    reg = 1e-12 * A.diagonal(dim1=1, dim2=2).sum(-1).clamp_min(1e-300)
-    A = A + reg[:, None, None] * torch.eye(A.shape[-1], dtype=A.dtype)
+    # Tikhonov term relative to the scale of A, floored at a *normal* float64 (a row already solved
+    # exactly has A = 0: a subnormal floor such as 1e-312 made LAPACK return NaN for it); with A = 0
+    # and a zero right-hand side, gamma = 0 and the row takes a plain fixed-point step.
+    reg = (1e-12 * A.diagonal(dim1=1, dim2=2).sum(-1)).clamp_min(1e-200)
+    A = A + reg[:, None, None] * torch.eye(A.shape[-1], dtype=A.dtype, device=A.device)
     gamma = torch.linalg.solve(A, (dF.transpose(1, 2) @ fk[..., None]))               # (B, m, 1)
     new = xk + fk - ((dX + dF) @ gamma)[..., 0]
     return new.reshape(x.shape).to(x.dtype)
