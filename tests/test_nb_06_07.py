@@ -174,8 +174,10 @@ def test_image_chain_split_on_generated_digits(latent_model):
     torch.set_num_threads(1)
     m = latent_model
     cond = torch.tensor(COND)
-    z_T, z0, x = generate_images(m, 2, 10, 3.0, cond, seed=0)
-    out = image_chain(m, x, {"true latent": z0, "encoder": m.encode(x)}, 10, 3.0, cond, true_noise=z_T, true_latent=z0)
+    # 20 steps: every step's solve converges for seeds 0-5 (at 10 steps one step misses its tolerance
+    # on every seed and the noise error ranges 1e-7..0.2 with the seed: not a portable bound)
+    z_T, z0, x = generate_images(m, 2, 20, 3.0, cond, seed=0)
+    out = image_chain(m, x, {"true latent": z0, "encoder": m.encode(x)}, 20, 3.0, cond, true_noise=z_T, true_latent=z0)
     truth_exact, truth_naive = out[("true latent", "exact")], out[("true latent", "naive")]
     assert truth_exact.vae_mse < 1e-12 and truth_exact.source_latent_nmse == 0.0    # D(z0) is the image itself
     assert truth_exact.noise_nmse < 1e-4 < truth_naive.noise_nmse
