@@ -177,17 +177,20 @@ def invert_exact(setup: Setup, hooks, opts: ExactOptions, check_finite: bool = T
     return traj
 
 
-def warn_unconverged(traj, stacklevel: int = 4) -> None:
-    """One :class:`~invlab.trace.ConvergenceWarning` naming the steps whose solve missed its tolerance."""
+def warn_unconverged(traj, stacklevel: int = 4, advice: str | None = None) -> None:
+    """One :class:`~invlab.trace.ConvergenceWarning` naming the steps whose solve missed its tolerance
+    (worded for ``traj.config["method"]``; ``advice`` replaces the closing hint)."""
     conv = traj.convergence()
     if not conv or not conv["failed_steps"]:
         return
     failed = conv["failed_steps"]
     tols = sorted({r.extras.get("tol") for r in traj.records if r.extras.get("tol") is not None})
     shown = ", ".join(map(str, failed[:10])) + (", ..." if len(failed) > 10 else "")
+    if advice is None:
+        advice = ("More steps, lower guidance, a larger max_iter or inner='anderson' usually help; see "
+                  "traj.convergence() and each record's extras.")
+    method = traj.config.get("method", "exact")
     warnings.warn(
-        f"exact inversion did not converge at {len(failed)} of {conv['solved']} steps (steps {shown}; "
+        f"{method} inversion did not converge at {len(failed)} of {conv['solved']} steps (steps {shown}; "
         f"worst residual {conv['max_residual']:.2g} vs tolerance {tols[-1] if tols else '?':g}): those steps are "
-        "no better than the solver's last iterate. More steps, lower guidance, a larger max_iter or "
-        "inner='anderson' usually help; see traj.convergence() and each record's extras.",
-        ConvergenceWarning, stacklevel=stacklevel)
+        "no better than the solver's last iterate. " + advice, ConvergenceWarning, stacklevel=stacklevel)

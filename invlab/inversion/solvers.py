@@ -11,12 +11,16 @@ target and costs one NFE per evaluation of Phi:
 * ``"anderson"``: Anderson acceleration (type II, memory m) of the forward-step map
   G(x) = x - rho r(x): the next iterate mixes the last m iterates with the weights that best
   cancel their residuals (a least-squares problem per sample).
+* ``"two-point"`` (AIDI-E's empirical acceleration): x_{k+1} = (1 - mix) G(x_{k-1}) + mix G(x_k)
+  with the same G (the first iteration is a plain step); each G value is kept, so one Phi per
+  iteration. Written for fixed-point inversion (``fixed_point.py``), usable by any caller.
 
 Tolerances are per element (RMS of the residual per sample), so they do not depend on the
 tensor size; the reference's summed squared error is available as ``tol_kind="sum_sq"``.
 Every iteration's residual and step size is recorded. A residual that grows for
 ``divergence_patience`` iterations in a row, or turns non-finite, stops the solve at the best
-iterate so far with ``diverged=True``; it is never silent.
+iterate so far with ``diverged=True``; it is never silent. A solve that runs out of iterations
+returns its best iterate, or with ``keep="last"`` its last one (and what Phi returned there).
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ import torch
 
 from ..checks import check_choice, check_int, check_number
 
-SOLVER_NAMES = ("anderson", "forward-step", "gradient")
+SOLVER_NAMES = ("anderson", "forward-step", "gradient", "two-point")
 
 #: default RMS tolerance per dtype: a few ulps above each type's round-off on O(1) latents
 DEFAULT_TOL = {torch.float64: 1e-9, torch.float32: 1e-6, torch.float16: 2e-3, torch.bfloat16: 1e-2}
@@ -45,7 +49,7 @@ def coarser_dtype(a: torch.dtype, b: torch.dtype | None) -> torch.dtype:
 class SolverOptions:
     """Inner-solver options (defaults: Anderson, tolerance by dtype, at most 50 iterations).
 
-    inner: the inner solver, "anderson" | "forward-step" | "gradient".
+    inner: the inner solver, "anderson" | "forward-step" | "gradient" | "two-point".
     tol: stopping tolerance; None picks ``DEFAULT_TOL`` for the state's dtype.
     tol_kind: "rms" (per element, per sample; default) or "sum_sq" (the reference's summed
         squared error over the whole tensor).
@@ -115,12 +119,17 @@ def _measure(r: torch.Tensor, kind: str) -> torch.Tensor:
 
 
 def solve(phi: Callable[[torch.Tensor], tuple[torch.Tensor, object]], target: torch.Tensor, x0: torch.Tensor,
-          opts: SolverOptions, rho: float | None = None, precision: torch.dtype | None = None) -> SolveResult:
+          opts: SolverOptions, rho: float | None = None, precision: torch.dtype | None = None,
+          mix: float = 0.5, keep: str = "best") -> SolveResult:
     """Solve ``phi(x)[0] == target`` from ``x0``. ``phi`` returns (value, aux); one NFE per call.
 
     ``precision``: the dtype the network computes in, when it differs from the state's (e.g. a
     float32 UNet driven by a float64 state). The default tolerance follows the coarser of the
-    two, since no iteration can push the residual below the network's own round-off."""
+    two, since no iteration can push the residual below the network's own round-off.
+    ``mix``: the newest point's weight in ``"two-point"``. ``keep``: what a solve that reaches
+    ``max_iter`` returns, "best" (the best iterate per sample; ``aux`` None) or "last" (the last
+    iterate with its ``aux``)."""
+    check_choice("keep", keep, ("best", "last"))
     tol = opts.tolerance(coarser_dtype(target.dtype, precision))
     rho = float(opts.rho if rho is None else rho)
     B = x0.shape[0]
@@ -130,6 +139,7 @@ def solve(phi: Callable[[torch.Tensor], tuple[torch.Tensor, object]], target: to
     steps: list[float] = []
     hist_x: list[torch.Tensor] = []
     hist_f: list[torch.Tensor] = []
+    g_prev = None  # "two-point": G at the previous iterate
     grows, plateau_count, plateau_ref = 0, 0, float("inf")
     prev_err = float("inf")
     k = 0
@@ -161,6 +171,8 @@ def solve(phi: Callable[[torch.Tensor], tuple[torch.Tensor, object]], target: to
         if grows >= opts.divergence_patience:
             return SolveResult(best_x, False, True, k, "residual grew", residuals, steps, None, tol)
         if k >= opts.max_iter:
+            if keep == "last":
+                return SolveResult(x, False, False, k, "max_iter", residuals, steps, aux, tol)
             return SolveResult(best_x, False, False, k, "max_iter", residuals, steps, None, tol)
         # step size: warm-up, then plateau halving
         rho_k = rho * min(1.0, (k + 1) / opts.warmup) if opts.warmup else rho
@@ -177,6 +189,9 @@ def solve(phi: Callable[[torch.Tensor], tuple[torch.Tensor, object]], target: to
             x = x - rho_k * r
         elif opts.inner == "gradient":
             x = x - rho_k * g
+        elif opts.inner == "two-point":
+            g_new = x - rho_k * r
+            x, g_prev = (g_new if g_prev is None else (1 - mix) * g_prev + mix * g_new), g_new
         else:
             x = _anderson(x, -rho_k * r, hist_x, hist_f, opts.memory)
         k += 1
