@@ -117,7 +117,8 @@ class FixedPointOptions:
     keep: what an unconverged solve returns: "best" (the best iterate; default) or "last".
     divergence_patience: stop after the residual grew this many iterations in a row.
     preset: "reference" sets every field left at its default to the reference code's value
-        for the chosen acceleration (see :meth:`reference` and the module docstring).
+        for the chosen acceleration (see :meth:`reference` and the module docstring); as with
+        exact inversion's preset, a value passed equal to our default counts as left out.
     """
 
     acceleration: str = "anderson"
