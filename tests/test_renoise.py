@@ -124,8 +124,10 @@ def test_reference_regulariser_costs_noise_accuracy_on_the_analytic_model(digits
 
 
 # ------------------------------------------------------------------ (d) NFE accounting
-@pytest.mark.parametrize("kw,extra", [({}, 0), ({"renoise_steps": 2, "average_range": (1, 3), "first_average_range": (1, 3),
-                                               "reg_steps": 1, "ac_rolls": 2}, 1)], ids=["plain", "regularised"])
+REGULARISED = {"renoise_steps": 2, "average_range": (1, 3), "first_average_range": (1, 3), "reg_steps": 1, "ac_rolls": 2}
+
+
+@pytest.mark.parametrize("kw,extra", [({}, 0), (REGULARISED, 1)], ids=["plain", "regularised"])
 @pytest.mark.parametrize("w", [1.0, 3.0])
 def test_nfe_accounting(digits, kw, extra, w):
     z, x = _image(digits, 10, w)
