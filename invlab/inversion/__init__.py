@@ -20,6 +20,7 @@ from .easyinv import EasyInvBlend, EasyInvOptions, invert_easyinv
 from .exact import ExactOptions, invert_exact
 from .fixed_point import FixedPointOptions, invert_fixed_point
 from .naive import NaiveOptions, invert_naive
+from .newton import NewtonOptions, invert_newton
 from .renoise import ReNoiseOptions, invert_renoise
 from .solvers import SolverOptions
 
@@ -29,6 +30,7 @@ METHODS: dict[str, tuple[type, Callable[..., Trajectory]]] = {
     "easyinv": (EasyInvOptions, invert_easyinv),
     "exact": (ExactOptions, invert_exact),
     "fixed-point": (FixedPointOptions, invert_fixed_point),
+    "newton": (NewtonOptions, invert_newton),
     "renoise": (ReNoiseOptions, invert_renoise),
 }
 
@@ -73,4 +75,4 @@ def invert(model: Denoiser, x0: torch.Tensor, steps: int = 50, solver: str = "dd
     return runner(setup, hooks, opts, check_finite=check_finite, show_progress=show_progress)
 
 
-__all__ = ["METHODS", "DecoderInversionOptions", "DecoderInversionResult", "invert_decoder", "EasyInvBlend", "EasyInvOptions", "ExactOptions", "FixedPointOptions", "NaiveOptions", "ReNoiseOptions", "SolverOptions", "invert", "make_options", "register_method"]
+__all__ = ["METHODS", "DecoderInversionOptions", "DecoderInversionResult", "invert_decoder", "EasyInvBlend", "EasyInvOptions", "ExactOptions", "FixedPointOptions", "NaiveOptions", "NewtonOptions", "ReNoiseOptions", "SolverOptions", "invert", "make_options", "register_method"]
