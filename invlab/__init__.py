@@ -27,7 +27,7 @@ _EXPORTS = {
     "Grid": "schedules", "Level": "schedules", "NoiseSchedule": "schedules",
     "Denoiser": "models", "available_models": "models", "load_model": "models",
     "METHODS": "inversion", "invert": "inversion", "invert_decoder": "inversion",
-    "sample": "sampling", "noise": "sampling",
+    "sample": "sampling", "noise": "sampling", "reconstruct": "reconstruct",
 }
 _SUBMODULES = {"checks", "data", "inversion", "loop", "metrics", "models", "nbsetup", "notebooks", "plots",
                "quality", "report", "sampling", "schedules", "steps", "studies", "trace", "train", "widgets"}
@@ -52,6 +52,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerl
     from . import metrics
     from .inversion import METHODS, invert, invert_decoder
     from .models import Denoiser, available_models, load_model
+    from .reconstruct import reconstruct
     from .sampling import noise, sample
     from .schedules import Grid, Level, NoiseSchedule
     from .trace import (ConvergenceWarning, FunctionIntervention, Intervention, NonFiniteError, Observer, Recorder,

@@ -22,7 +22,7 @@ class Setup:
     """Validated inputs of a run (model, state, condition, guidance, grid)."""
 
     def __init__(self, model: Denoiser, x: torch.Tensor, steps: int, solver: str, guidance: float, cond: Any,
-                 what: str, grid_overrides: dict | None = None):
+                 what: str, grid_overrides: dict | None = None, uncond: Any = None):
         if not isinstance(model, Denoiser):
             raise TypeError(f"model must be an invlab Denoiser (from invlab.load_model); got {type(model).__name__}")
         self.model = model
@@ -43,10 +43,12 @@ class Setup:
                 "(a class index for class-conditional models) or use guidance=1"
             )
         self.cond = model.check_cond(cond, x.shape[0], x)
+        # a negative condition: the unconditional branch of CFG (None: the model's null input)
+        self.uncond = None if uncond is None else model.check_cond(uncond, x.shape[0], x)
         self.grid: Grid = model.schedule.grid(self.steps, solver, **(grid_overrides or {}))
 
     def eps(self, x: torch.Tensor, label: float) -> EpsOutput:
-        return self.model.eps(x, label, self.cond, self.guidance)
+        return self.model.eps(x, label, self.cond, self.guidance, self.uncond)
 
 
 class Runner:
@@ -111,7 +113,7 @@ class Runner:
         return st["x_next"]
 
     def trajectory(self, final: torch.Tensor) -> Trajectory:
-        return Trajectory(self.records, final, self.levels, self.config, start=self.start)
+        return Trajectory(self.records, final, self.levels, self.config, start=self.start, cond=self.setup.cond)
 
     # --------------------------------------------------------------- interruption
     @contextlib.contextmanager
@@ -149,7 +151,8 @@ class Runner:
                       error=type(exc).__name__ if exc is not None else "unknown")
         if nfe_total is not None:
             config["nfe_unfinished"] = nfe_total - sum(r.nfe for r in records)
-        return Trajectory(records, final, self.levels[: len(records) + 1], config, start=self.start)
+        return Trajectory(records, final, self.levels[: len(records) + 1], config, start=self.start,
+                          cond=self.setup.cond)
 
     # --------------------------------------------------------------- helpers
     def _intervene(self, st: dict[str, Any], stage: str) -> None:

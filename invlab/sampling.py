@@ -13,23 +13,28 @@ from .trace import Trajectory
 
 
 def sample(model: Denoiser, z_T: torch.Tensor, steps: int = 50, solver: str = "ddim", guidance: float = 1.0,
-           cond: Any = None, hooks: Any = None, *, grid_overrides: dict | None = None, check_finite: bool = True,
-           show_progress: bool = False) -> Trajectory:
+           cond: Any = None, hooks: Any = None, *, uncond: Any = None, grid_overrides: dict | None = None,
+           check_finite: bool = True, show_progress: bool = False) -> Trajectory:
     """Sample from noise ``z_T`` (shape ``(B, *model.sample_shape)``) down the solver's grid.
 
     solver: "ddim" (eta = 0) or "dpmpp2m" (DPM-Solver++(2M), diffusers' order pattern:
     first step first order; last step first order when ``lower_order_final`` applies).
     The timesteps are those of the diffusers scheduler built from ``model.schedule.config``
     (``grid_overrides`` changes its config, e.g. ``{"timestep_spacing": "trailing"}``).
-    Returns a :class:`Trajectory`; ``.final`` is the sample.
+    Returns a :class:`Trajectory`; ``.final`` is the sample. ``uncond`` (a condition like
+    ``cond``) replaces the model's null input as CFG's unconditional branch (a negative prompt
+    or class); ``config["uncond"]`` is True when one was given.
 
     ``z_T`` is noise (not range-checked); any floating dtype, strides or real device works, and
     an input that requires grad is fine: the run is under ``torch.no_grad()``, so the
     trajectory and ``.final`` are detached.
     """
-    setup = Setup(model, z_T, steps, solver, guidance, cond, "z_T", grid_overrides)
+    setup = Setup(model, z_T, steps, solver, guidance, cond, "z_T", grid_overrides, uncond=uncond)
     grid = setup.grid
-    run = Runner(setup, hooks, {"direction": "sample", "method": solver, "label": "own"}, grid.levels, check_finite)
+    config = {"direction": "sample", "method": solver, "label": "own"}
+    if uncond is not None:
+        config["uncond"] = True
+    run = Runner(setup, hooks, config, grid.levels, check_finite)
     with run.guard(), torch.no_grad():
         x = setup.x
         x0_prev = None  # the data prediction of the previous step (DPM-Solver++ history)

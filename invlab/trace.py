@@ -255,6 +255,8 @@ class Trajectory:
     A run stopped by an exception (Ctrl-C, a hook that raises, a non-finite value) leaves a
     *partial* trajectory of the finished steps on the exception (``exc.partial_trajectory``) and
     in every Recorder (``recorder.partial``); ``config["interrupted"]`` is then True.
+    ``cond`` is the condition the run used, as validated by the model (a reference, not a
+    copy; ``None``: unconditional); ``invlab.reconstruct`` defaults to it.
     """
 
     records: list[StepRecord]
@@ -262,6 +264,7 @@ class Trajectory:
     levels: list[Level]
     config: dict[str, Any]
     start: torch.Tensor | None = None
+    cond: Any = None
 
     def __len__(self) -> int:
         return len(self.records)

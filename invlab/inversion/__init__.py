@@ -16,11 +16,13 @@ from ..loop import Setup
 from ..models.base import Denoiser
 from ..trace import Trajectory
 from .decoder import DecoderInversionOptions, DecoderInversionResult, invert_decoder
+from .direct import DirectOptions, invert_direct
 from .easyinv import EasyInvBlend, EasyInvOptions, invert_easyinv
 from .exact import ExactOptions, invert_exact
 from .fixed_point import FixedPointOptions, invert_fixed_point
 from .naive import NaiveOptions, invert_naive
 from .newton import NewtonOptions, invert_newton
+from .negative_prompt import NegativePromptOptions, invert_negative_prompt
 from .renoise import ReNoiseOptions, invert_renoise
 from .solvers import SolverOptions
 
@@ -32,6 +34,8 @@ METHODS: dict[str, tuple[type, Callable[..., Trajectory]]] = {
     "fixed-point": (FixedPointOptions, invert_fixed_point),
     "newton": (NewtonOptions, invert_newton),
     "renoise": (ReNoiseOptions, invert_renoise),
+    "negative-prompt": (NegativePromptOptions, invert_negative_prompt),
+    "direct": (DirectOptions, invert_direct),
 }
 
 
@@ -75,4 +79,4 @@ def invert(model: Denoiser, x0: torch.Tensor, steps: int = 50, solver: str = "dd
     return runner(setup, hooks, opts, check_finite=check_finite, show_progress=show_progress)
 
 
-__all__ = ["METHODS", "DecoderInversionOptions", "DecoderInversionResult", "invert_decoder", "EasyInvBlend", "EasyInvOptions", "ExactOptions", "FixedPointOptions", "NaiveOptions", "NewtonOptions", "ReNoiseOptions", "SolverOptions", "invert", "make_options", "register_method"]
+__all__ = ["METHODS", "DecoderInversionOptions", "DecoderInversionResult", "DirectOptions", "invert_decoder", "EasyInvBlend", "EasyInvOptions", "ExactOptions", "FixedPointOptions", "NaiveOptions", "NewtonOptions", "NegativePromptOptions", "ReNoiseOptions", "SolverOptions", "invert", "make_options", "register_method"]

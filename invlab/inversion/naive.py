@@ -35,18 +35,25 @@ class NaiveOptions:
         check_choice("label", self.label, LABELS)
 
 
-def invert_naive(setup: Setup, hooks, opts: NaiveOptions, check_finite: bool = True, show_progress: bool = False):
+def invert_naive(setup: Setup, hooks, opts: NaiveOptions, check_finite: bool = True, show_progress: bool = False,
+                 *, config: dict | None = None, pivots: bool = False):
+    """``config`` adds to / overrides the trajectory's config (methods built on naive inversion
+    name themselves there); ``pivots=True`` keeps each step's start state (the pivot z*) in
+    ``record.extras["pivot"]`` whatever the Recorder keeps (DirectInversion needs them)."""
     levels = list(reversed(setup.grid.levels))
-    run = Runner(setup, hooks, {"direction": "invert", "method": "naive", "label": opts.label}, levels, check_finite)
+    config = {"direction": "invert", "method": "naive", "label": opts.label, **(config or {})}
+    run = Runner(setup, hooks, config, levels, check_finite)
     with run.guard(), torch.no_grad():
         x = setup.x
-        for i in progress(range(setup.steps), show_progress, "invert naive"):
+        for i in progress(range(setup.steps), show_progress, f"invert {config['method']}"):
             cur, nxt = levels[i], levels[i + 1]
             t_model = nxt.label if opts.label == "target" else cur.label
             st = run.begin(i, t_model)
             st["x_cur"] = x
             run.set_eps(st, setup.eps(x, t_model))
             x = st["x_cur"]
+            if pivots:
+                st["extras"]["pivot"] = x.detach().clone()
             x0 = st["x0_hat"] = x0_from_eps(x, st["eps"], cur)
             x = run.finish(st, ddim_step(x0, st["eps"], nxt))
     return run.trajectory(x)

@@ -186,24 +186,28 @@ class Denoiser(torch.nn.Module):
     def is_conditional(self) -> bool:
         return self.num_classes is not None
 
-    def eps(self, x: torch.Tensor, label: float, cond: Any = None, guidance: float = 1.0) -> EpsOutput:
+    def eps(self, x: torch.Tensor, label: float, cond: Any = None, guidance: float = 1.0,
+            uncond: Any = None) -> EpsOutput:
         """Guided eps at ``(x, label)``; counts one NFE.
 
         ``cond`` is what :meth:`check_cond` returned (``None``: unconditional).
         ``guidance=1`` runs only the conditional branch, ``guidance=0`` only the unconditional
-        one, anything else both halves in one batch of 2B.
+        one, anything else both halves in one batch of 2B. ``uncond`` (also from
+        :meth:`check_cond`) replaces the model's null input as the unconditional branch: a
+        negative condition (negative-prompt inversion passes the source condition here).
         """
         self.nfe += 1
         b = x.shape[0]
         if cond is None or guidance == 0.0:
-            c = self.null_cond(b, x) if self.is_conditional else None
+            c = uncond if uncond is not None else (self.null_cond(b, x) if self.is_conditional else None)
             e = self.to_eps(self._net(x, label, c), x, label)
             return EpsOutput(e, None, e)
         if guidance == 1.0:
             e = self.to_eps(self._net(x, label, cond), x, label)
             return EpsOutput(e, e, None)
         xx = torch.cat([x, x])
-        both = self.to_eps(self._net(xx, label, self.concat_cond(cond, self.null_cond(b, x))), xx, label)
+        neg = uncond if uncond is not None else self.null_cond(b, x)
+        both = self.to_eps(self._net(xx, label, self.concat_cond(cond, neg)), xx, label)
         e_c, e_u = both.chunk(2)
         return EpsOutput(e_u + guidance * (e_c - e_u), e_c, e_u)
 
