@@ -22,16 +22,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..checks import check_choice
 from ..loop import Setup
-from ..models.base import check_guidance
-from .naive import LABELS, NaiveOptions, invert_naive
-from .negative_prompt import PRESETS, pivot_setup
+from .naive import NaiveOptions, invert_naive
+from .negative_prompt import PivotOptions, pivot_setup
 
 
 @dataclass
-class DirectOptions:
-    """Options of DirectInversion.
+class DirectOptions(PivotOptions):
+    """Options of DirectInversion (the same fields as negative-prompt inversion's).
 
     label: the naive step's time label, "target" or "current" ["target"].
     inversion_guidance: CFG scale of the pivot inversion [1.0, the reference]; ``None`` inverts
@@ -40,16 +38,6 @@ class DirectOptions:
     preset: "reference" sets every field left at its default to the reference's value (the
         defaults already are the reference's).
     """
-
-    label: str = "target"
-    inversion_guidance: float | None = 1.0
-    preset: str | None = None
-
-    def __post_init__(self):
-        check_choice("preset", self.preset, PRESETS)
-        check_choice("label", self.label, LABELS)
-        if self.inversion_guidance is not None:
-            self.inversion_guidance = check_guidance(self.inversion_guidance)
 
 
 def invert_direct(setup: Setup, hooks, opts: DirectOptions, check_finite: bool = True, show_progress: bool = False):

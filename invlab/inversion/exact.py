@@ -27,7 +27,6 @@ iterations' residuals and step sizes, ``converged``, ``diverged``, ``stop_reason
 
 from __future__ import annotations
 
-import dataclasses
 import warnings
 from dataclasses import dataclass
 
@@ -37,6 +36,7 @@ from ..loop import Runner, Setup, progress
 from ..schedules import Level
 from ..trace import ConvergenceWarning
 from ..steps import ddim_step, dpmpp2m_high_order, x0_from_eps
+from .presets import fill_from_reference
 from .solvers import SolverOptions, solve
 
 INITS = ("reuse", "naive")
@@ -66,11 +66,8 @@ class ExactOptions(SolverOptions):
     preset: str | None = None
 
     def __post_init__(self):
-        if self.preset == "reference":  # fill every field still at its default with the reference value
-            ref = ExactOptions.reference()
-            for f in dataclasses.fields(self):
-                if f.name != "preset" and getattr(self, f.name) == f.default:
-                    setattr(self, f.name, getattr(ref, f.name))
+        if self.preset == "reference":  # every field still at its default takes the reference value
+            fill_from_reference(self, ExactOptions.reference())
         elif self.preset is not None:
             raise ValueError(f"preset must be None or 'reference' (got {self.preset!r})")
         super().__post_init__()

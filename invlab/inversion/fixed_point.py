@@ -80,7 +80,6 @@ so every step's ``converged`` flag means the equation is solved on the model at 
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -89,6 +88,7 @@ from ..checks import check_choice, check_int, check_number
 from ..loop import Runner, Setup, progress
 from ..steps import ddim_step, x0_from_eps
 from .exact import warn_unconverged
+from .presets import fill_from_reference
 from .solvers import SolverOptions, solve
 
 ACCELERATIONS = ("anderson", "aidi-e", "plain")
@@ -136,11 +136,8 @@ class FixedPointOptions:
     def __post_init__(self):
         check_choice("preset", self.preset, (None, "reference"))
         check_choice("acceleration", self.acceleration, ACCELERATIONS)
-        if self.preset == "reference":  # fill every field still at its default with the reference value
-            ref = FixedPointOptions.reference(self.acceleration)
-            for f in dataclasses.fields(self):
-                if f.name not in ("preset", "acceleration") and getattr(self, f.name) == f.default:
-                    setattr(self, f.name, getattr(ref, f.name))
+        if self.preset == "reference":  # every field still at its default takes the reference value
+            fill_from_reference(self, FixedPointOptions.reference(self.acceleration), keep=("preset", "acceleration"))
         check_choice("label", self.label, LABELS)
         check_choice("init", self.init, INITS)
         check_choice("keep", self.keep, KEEPS)

@@ -33,16 +33,8 @@ PRESETS = (None, "reference")
 
 
 @dataclass
-class NegativePromptOptions:
-    """Options of negative-prompt inversion.
-
-    label: the naive step's time label, "target" or "current" ["target"].
-    inversion_guidance: CFG scale of the inversion itself [1.0, the reference: conditional only];
-        ``None`` inverts with the call's ``guidance``. The call's ``guidance`` is always kept as
-        the default guidance of ``invlab.reconstruct`` (``config["reconstruct_guidance"]``).
-    preset: "reference" sets every field left at its default to the reference's value (the
-        defaults already are the reference's).
-    """
+class PivotOptions:
+    """Options shared by the methods that invert a conditional pivot trajectory (NPI, DirectInversion)."""
 
     label: str = "target"
     inversion_guidance: float | None = 1.0
@@ -53,6 +45,19 @@ class NegativePromptOptions:
         check_choice("label", self.label, LABELS)
         if self.inversion_guidance is not None:
             self.inversion_guidance = check_guidance(self.inversion_guidance)
+
+
+@dataclass
+class NegativePromptOptions(PivotOptions):
+    """Options of negative-prompt inversion.
+
+    label: the naive step's time label, "target" or "current" ["target"].
+    inversion_guidance: CFG scale of the inversion itself [1.0, the reference: conditional only];
+        ``None`` inverts with the call's ``guidance``. The call's ``guidance`` is always kept as
+        the default guidance of ``invlab.reconstruct`` (``config["reconstruct_guidance"]``).
+    preset: "reference" sets every field left at its default to the reference's value (the
+        defaults already are the reference's).
+    """
 
 
 def pivot_setup(setup: Setup, inversion_guidance: float | None) -> Setup:

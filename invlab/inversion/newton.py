@@ -57,7 +57,6 @@ ones included: ``record.nfe = nfe_init + phi_evals + jvp_passes``.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -66,6 +65,7 @@ from ..checks import check_choice, check_int, check_number
 from ..loop import Runner, Setup, progress
 from ..steps import ddim_step, x0_from_eps
 from .exact import _naive, warn_unconverged
+from .presets import fill_from_reference
 from .solvers import DEFAULT_TOL, coarser_dtype
 
 UPDATES = ("newton", "sign")
@@ -105,11 +105,8 @@ class NewtonOptions:
 
     def __post_init__(self):
         check_choice("preset", self.preset, (None, "reference"))
-        if self.preset == "reference":  # fill every field still at its default with the reference value
-            ref = NewtonOptions.reference()
-            for f in dataclasses.fields(self):
-                if f.name != "preset" and getattr(self, f.name) == f.default:
-                    setattr(self, f.name, getattr(ref, f.name))
+        if self.preset == "reference":  # every field still at its default takes the reference value
+            fill_from_reference(self, NewtonOptions.reference())
         check_choice("update", self.update, UPDATES)
         check_choice("init", self.init, INITS)
         check_int("max_iter", self.max_iter, 1, 10)

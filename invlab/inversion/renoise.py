@@ -65,13 +65,13 @@ Differences from the reference code (garibida/ReNoise-Inversion @ fa83238), all 
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
 from ..checks import check_choice, check_int, check_number
+from .presets import fill_from_reference
 from ..loop import Runner, Setup, progress
 from ..models.base import EpsOutput
 from ..schedules import Level
@@ -158,11 +158,8 @@ class ReNoiseOptions:
 
     def __post_init__(self):
         check_choice("preset", self.preset, PRESETS)
-        if self.preset == "reference":  # fill every field still at its default with the reference value
-            ref = ReNoiseOptions.reference()
-            for f in dataclasses.fields(self):
-                if f.name != "preset" and getattr(self, f.name) == f.default:
-                    setattr(self, f.name, getattr(ref, f.name))
+        if self.preset == "reference":  # every field still at its default takes the reference value
+            fill_from_reference(self, ReNoiseOptions.reference())
         check_int("renoise_steps", self.renoise_steps, 0, 9)
         check_int("first_max_renoise_steps", self.first_max_renoise_steps, 0, 5)
         if not isinstance(self.average, bool):
