@@ -22,7 +22,8 @@ class Setup:
     """Validated inputs of a run (model, state, condition, guidance, grid)."""
 
     def __init__(self, model: Denoiser, x: torch.Tensor, steps: int, solver: str, guidance: float, cond: Any,
-                 what: str, grid_overrides: dict | None = None, uncond: Any = None):
+                 what: str, grid_overrides: dict | None = None, uncond: Any = None,
+                 uncond_steps: Sequence[Any] | None = None):
         if not isinstance(model, Denoiser):
             raise TypeError(f"model must be an invlab Denoiser (from invlab.load_model); got {type(model).__name__}")
         self.model = model
@@ -45,10 +46,22 @@ class Setup:
         self.cond = model.check_cond(cond, x.shape[0], x)
         # a negative condition: the unconditional branch of CFG (None: the model's null input)
         self.uncond = None if uncond is None else model.check_cond(uncond, x.shape[0], x)
+        # one unconditional input per step (null-text inversion's optimised embeddings)
+        self.uncond_steps = None
+        if uncond_steps is not None:
+            if uncond is not None:
+                raise ValueError("pass uncond (one negative condition) or uncond_steps (one per step), not both")
+            if not isinstance(uncond_steps, (list, tuple)) or len(uncond_steps) != self.steps:
+                got = len(uncond_steps) if isinstance(uncond_steps, (list, tuple)) else type(uncond_steps).__name__
+                raise ValueError(f"uncond_steps must be a list of {self.steps} conditions, one per step (got {got})")
+            self.uncond_steps = [None if u is None else model.check_cond(u, x.shape[0], x) for u in uncond_steps]
         self.grid: Grid = model.schedule.grid(self.steps, solver, **(grid_overrides or {}))
 
-    def eps(self, x: torch.Tensor, label: float) -> EpsOutput:
-        return self.model.eps(x, label, self.cond, self.guidance, self.uncond)
+    def eps(self, x: torch.Tensor, label: float, index: int | None = None) -> EpsOutput:
+        """The guided eps of this run at ``(x, label)``; ``index`` (the step) picks the step's
+        unconditional input when the run has one per step."""
+        uncond = self.uncond if self.uncond_steps is None or index is None else self.uncond_steps[index]
+        return self.model.eps(x, label, self.cond, self.guidance, uncond)
 
 
 class Runner:

@@ -5,7 +5,8 @@ on the inversion's own grid, guidance and condition. Methods that carry side inf
 how to use it here (``RECONSTRUCTIONS``):
 
 * ``negative-prompt``: the source condition is CFG's unconditional input at every step;
-* ``direct``: each step's output is moved onto the stored pivot (DirectInversion's offsets).
+* ``direct``: each step's output is moved onto the stored pivot (DirectInversion's offsets);
+* ``null-text``: step i uses the null embedding optimised for it as CFG's unconditional input.
 
 A changed ``cond`` is how an edit is made (where the method allows one).
 """
@@ -32,6 +33,16 @@ def _negative_prompt(model, inversion, steps, solver, guidance, cond, hooks, **k
     """eps = eps_u' + w (eps_c - eps_u') with eps_u' = eps(x, c_src): the CFG of ``Denoiser.eps``
     with the source condition as its unconditional input (no extra NFE)."""
     return sample(model, inversion.final, steps, solver, guidance, cond, hooks, uncond=inversion.cond, **kw)
+
+
+def _null_text(model, inversion, steps, solver, guidance, cond, hooks, **kw) -> Trajectory:
+    """eps = eps_u(phi_i) + w (eps_c - eps_u(phi_i)): sampling step i uses the null embedding
+    optimised for it (record ``steps - 1 - i``'s extras["null_embedding"])."""
+    phis = [r.extras.get("null_embedding") for r in inversion.records]
+    if any(p is None for p in phis):
+        raise ValueError("this 'null-text' inversion has no optimised embeddings in record.extras['null_embedding'] "
+                         "(was it interrupted?); run invlab.invert(..., method='null-text') again")
+    return sample(model, inversion.final, steps, solver, guidance, cond, hooks, uncond_steps=phis[::-1], **kw)
 
 
 def _direct(model, inversion, steps, solver, guidance, cond, hooks, **kw) -> Trajectory:
@@ -65,6 +76,7 @@ def _direct(model, inversion, steps, solver, guidance, cond, hooks, **kw) -> Tra
 #: method name -> fn(model, inversion, steps, solver, guidance, cond, hooks, **sample_keywords)
 RECONSTRUCTIONS: dict[str, Callable[..., Trajectory]] = {
     **{m: _plain for m in NOISE_ONLY}, "negative-prompt": _negative_prompt, "direct": _direct,
+    "null-text": _null_text,
 }
 
 

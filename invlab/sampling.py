@@ -13,7 +13,8 @@ from .trace import Trajectory
 
 
 def sample(model: Denoiser, z_T: torch.Tensor, steps: int = 50, solver: str = "ddim", guidance: float = 1.0,
-           cond: Any = None, hooks: Any = None, *, uncond: Any = None, grid_overrides: dict | None = None,
+           cond: Any = None, hooks: Any = None, *, uncond: Any = None, uncond_steps: Any = None,
+           grid_overrides: dict | None = None,
            check_finite: bool = True, show_progress: bool = False) -> Trajectory:
     """Sample from noise ``z_T`` (shape ``(B, *model.sample_shape)``) down the solver's grid.
 
@@ -23,16 +24,19 @@ def sample(model: Denoiser, z_T: torch.Tensor, steps: int = 50, solver: str = "d
     (``grid_overrides`` changes its config, e.g. ``{"timestep_spacing": "trailing"}``).
     Returns a :class:`Trajectory`; ``.final`` is the sample. ``uncond`` (a condition like
     ``cond``) replaces the model's null input as CFG's unconditional branch (a negative prompt
-    or class); ``config["uncond"]`` is True when one was given.
+    or class); ``config["uncond"]`` is True when one was given. ``uncond_steps`` gives one
+    unconditional input per step instead (a list of ``steps`` conditions or embeddings, e.g.
+    null-text inversion's optimised null embeddings; ``invlab.reconstruct`` passes them).
 
     ``z_T`` is noise (not range-checked); any floating dtype, strides or real device works, and
     an input that requires grad is fine: the run is under ``torch.no_grad()``, so the
     trajectory and ``.final`` are detached.
     """
-    setup = Setup(model, z_T, steps, solver, guidance, cond, "z_T", grid_overrides, uncond=uncond)
+    setup = Setup(model, z_T, steps, solver, guidance, cond, "z_T", grid_overrides, uncond=uncond,
+                  uncond_steps=uncond_steps)
     grid = setup.grid
     config = {"direction": "sample", "method": solver, "label": "own"}
-    if uncond is not None:
+    if uncond is not None or uncond_steps is not None:
         config["uncond"] = True
     run = Runner(setup, hooks, config, grid.levels, check_finite)
     with run.guard(), torch.no_grad():
@@ -43,7 +47,7 @@ def sample(model: Denoiser, z_T: torch.Tensor, steps: int = 50, solver: str = "d
             order = grid.orders[i]
             st = run.begin(i, s.label, order)
             st["x_cur"] = x
-            run.set_eps(st, setup.eps(x, s.label))
+            run.set_eps(st, setup.eps(x, s.label, i))
             x = st["x_cur"]
             x0 = st["x0_hat"] = x0_from_eps(x, st["eps"], s)
             x_next = ddim_step(x0, st["eps"], t)

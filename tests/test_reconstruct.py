@@ -220,9 +220,15 @@ def test_a_sample_trajectory_or_partial_run_is_refused(inverted):
 
 def test_unknown_method_is_refused(inverted):
     m, inv = inverted
-    other = invlab.Trajectory(inv.records, inv.final, inv.levels, dict(inv.config, method="null-text"), inv.start)
-    with pytest.raises(ValueError, match="does not know how method 'null-text'"):
+    other = invlab.Trajectory(inv.records, inv.final, inv.levels, dict(inv.config, method="nul-text"), inv.start)
+    with pytest.raises(ValueError, match="does not know how method 'nul-text'.*did you mean 'null-text'"):
         invlab.reconstruct(m, other)
+
+
+def test_every_registered_method_has_a_reconstruction():
+    from invlab.reconstruct import RECONSTRUCTIONS
+
+    assert set(invlab.METHODS) - {"decoder"} <= set(RECONSTRUCTIONS)
 
 
 # ------------------------------------------------------------------ options, registry, import

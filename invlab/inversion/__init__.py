@@ -23,6 +23,7 @@ from .fixed_point import FixedPointOptions, invert_fixed_point
 from .naive import NaiveOptions, invert_naive
 from .newton import NewtonOptions, invert_newton
 from .negative_prompt import NegativePromptOptions, invert_negative_prompt
+from .null_text import NullTextOptions, invert_null_text
 from .renoise import ReNoiseOptions, invert_renoise
 from .solvers import SolverOptions
 
@@ -34,6 +35,7 @@ METHODS: dict[str, tuple[type, Callable[..., Trajectory]]] = {
     "fixed-point": (FixedPointOptions, invert_fixed_point),
     "newton": (NewtonOptions, invert_newton),
     "renoise": (ReNoiseOptions, invert_renoise),
+    "null-text": (NullTextOptions, invert_null_text),
     "negative-prompt": (NegativePromptOptions, invert_negative_prompt),
     "direct": (DirectOptions, invert_direct),
 }
@@ -79,4 +81,4 @@ def invert(model: Denoiser, x0: torch.Tensor, steps: int = 50, solver: str = "dd
     return runner(setup, hooks, opts, check_finite=check_finite, show_progress=show_progress)
 
 
-__all__ = ["METHODS", "DecoderInversionOptions", "DecoderInversionResult", "DirectOptions", "invert_decoder", "EasyInvBlend", "EasyInvOptions", "ExactOptions", "FixedPointOptions", "NaiveOptions", "NewtonOptions", "NegativePromptOptions", "ReNoiseOptions", "SolverOptions", "invert", "make_options", "register_method"]
+__all__ = ["METHODS", "DecoderInversionOptions", "DecoderInversionResult", "DirectOptions", "invert_decoder", "EasyInvBlend", "EasyInvOptions", "ExactOptions", "FixedPointOptions", "NaiveOptions", "NewtonOptions", "NegativePromptOptions", "NullTextOptions", "ReNoiseOptions", "SolverOptions", "invert", "make_options", "register_method"]

@@ -141,6 +141,25 @@ class Denoiser(torch.nn.Module):
     def concat_cond(self, a: Any, b: Any) -> Any:
         return torch.cat([a, b])
 
+    # ------------------------------------------------------- continuous conditions
+    def embed_cond(self, cond: Any, batch: int, like: torch.Tensor) -> torch.Tensor:
+        """The *continuous* form of an encoded condition (``None``: the unconditional input):
+        a floating tensor with one row per sample that :meth:`forward_raw` accepts in place of
+        the condition, and through which autograd flows (null-text inversion optimises the
+        unconditional one). Class models: the class-embedding row(s); text models: the prompt
+        embeddings; analytic mixtures: per-class log-weight offsets."""
+        raise NotImplementedError(f"{type(self).__name__} has no continuous condition (embed_cond); "
+                                  "methods that optimise the unconditional input (null-text) need one")
+
+    def null_embedding(self, batch: int, like: torch.Tensor) -> torch.Tensor:
+        """The unconditional input as a continuous tensor (``embed_cond(None, ...)``), detached."""
+        return self.embed_cond(None, batch, like).detach()
+
+    @staticmethod
+    def is_embedding(cond: Any) -> bool:
+        """True for a continuous condition (a floating tensor), False for ids / None."""
+        return isinstance(cond, torch.Tensor) and cond.is_floating_point()
+
     # ------------------------------------------------------------- counters
     def reset_counters(self) -> None:
         self.nfe = 0
@@ -207,6 +226,8 @@ class Denoiser(torch.nn.Module):
             return EpsOutput(e, e, None)
         xx = torch.cat([x, x])
         neg = uncond if uncond is not None else self.null_cond(b, x)
+        if self.is_embedding(cond) != self.is_embedding(neg):  # one continuous: embed the other to match
+            cond, neg = self.embed_cond(cond, b, x), self.embed_cond(neg, b, x)
         both = self.to_eps(self._net(xx, label, self.concat_cond(cond, neg)), xx, label)
         e_c, e_u = both.chunk(2)
         return EpsOutput(e_u + guidance * (e_c - e_u), e_c, e_u)

@@ -98,10 +98,39 @@ class GaussianMixture(Denoiser):
             return None
         if self.num_classes is None:
             raise ValueError(f"{self.name} is unconditional; pass cond=None")
+        if self.is_embedding(cond):  # per-class log-weight offsets (e.g. an optimised null embedding)
+            return self._check_embedding(cond, batch, like)
         return check_class_cond(cond, batch, self.num_classes, self.name, like.device)
 
     def null_cond(self, batch: int, like: torch.Tensor) -> torch.Tensor:
         return torch.full((batch,), -1, dtype=torch.long, device=like.device)
+
+    def _check_embedding(self, emb: torch.Tensor, batch: int, like: torch.Tensor) -> torch.Tensor:
+        c = self.num_classes
+        if emb.dim() == 1:
+            emb = emb[None]
+        if emb.dim() != 2 or emb.shape[1] != c or emb.shape[0] not in (1, batch):
+            raise ValueError(f"a condition embedding for {self.name} is a per-class log-weight offset of shape "
+                             f"(1 or {batch}, {c}); got {tuple(emb.shape)} (model.embed_cond(cond, batch, x) makes one)")
+        if torch.isnan(emb).any() or (emb == math.inf).any() or not (emb > -math.inf).any(-1).all():
+            raise ValueError("a log-weight offset must be finite or -inf (a class left out), with at least one "
+                             "finite entry per row; got NaN, +inf or a row that excludes every class")
+        return emb.to(like.device).expand(batch, c)
+
+    def embed_cond(self, cond: Any, batch: int, like: torch.Tensor) -> torch.Tensor:
+        """The condition as per-class log-weight offsets ``(batch, num_classes)``, added to the
+        components' log-weights: 0 keeps a class, -inf removes it. The unconditional input
+        (``None``, the full mixture) is all zeros; class c is 0 at c and -inf elsewhere. An
+        offset vector passes through. In the dtype of ``like``."""
+        if self.num_classes is None:
+            raise ValueError(f"{self.name} is unconditional: it has no condition to embed")
+        if self.is_embedding(cond):
+            return self._check_embedding(cond, batch, like)
+        ids = self.null_cond(batch, like) if cond is None else cond.to(like.device)
+        classes = torch.arange(self.num_classes, device=like.device)
+        keep = (ids[:, None] < 0) | (ids[:, None] == classes[None, :])
+        zero = torch.zeros((), dtype=like.dtype, device=like.device)
+        return torch.where(keep, zero, torch.full((), -math.inf, dtype=like.dtype, device=like.device))
 
     # -------------------------------------------------------------- exact eps
     def _responsibilities(self, x: torch.Tensor, alpha: float, sigma: float, cond: torch.Tensor | None):
@@ -110,7 +139,9 @@ class GaussianMixture(Denoiser):
         v = alpha * alpha * s2 + sigma * sigma                          # (K, d)
         diff = xf - alpha * mu                                          # (B, K, d)
         logp = logw - 0.5 * ((diff * diff) / v + v.log()).sum(-1)       # (B, K)
-        if cond is not None:
+        if self.is_embedding(cond):  # continuous: per-class log-weight offsets
+            logp = logp + cond.to(device=x.device, dtype=x.dtype)[:, self.classes.to(x.device)]
+        elif cond is not None:
             allowed = (cond[:, None] < 0) | (cond[:, None] == self.classes.to(cond.device)[None, :])
             logp = logp.masked_fill(~allowed, -math.inf)
         return logp.softmax(-1), diff, v

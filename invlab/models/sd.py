@@ -196,6 +196,13 @@ class StableDiffusionDenoiser(Denoiser):
             self._null[key] = self.encode_prompt([self.negative_prompt])
         return self._null[key].expand(batch, -1, -1)
 
+    def embed_cond(self, cond: Any, batch: int, like: torch.Tensor) -> torch.Tensor:
+        """Prompts already are continuous: their CLIP embeddings ``(batch, L, D)`` pass through;
+        ``None`` is the negative prompt's embedding (the empty prompt by default)."""
+        if cond is None:
+            return self.null_cond(batch, like)
+        return cond.expand(batch, -1, -1)
+
     # ----------------------------------------------------------- network
     def forward_raw(self, x: torch.Tensor, label: float, cond: torch.Tensor | None) -> torch.Tensor:
         if cond is None:

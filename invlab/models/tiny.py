@@ -96,10 +96,36 @@ class ClassUNetDenoiser(Denoiser):
     def check_cond(self, cond: Any, batch: int, like: torch.Tensor) -> torch.Tensor | None:
         if cond is None:
             return None
+        if self.is_embedding(cond):  # a class embedding (e.g. an optimised null-text embedding)
+            return self._check_embedding(cond, batch)
         return check_class_cond(cond, batch, self.num_classes, self.name, like.device)
+
+    @property
+    def embedding_dim(self) -> int:
+        return int(self.unet.class_embedding.embedding_dim)
+
+    def _check_embedding(self, emb: torch.Tensor, batch: int) -> torch.Tensor:
+        d = self.embedding_dim
+        if emb.dim() == 1:
+            emb = emb[None]
+        if emb.dim() != 2 or emb.shape[1] != d or emb.shape[0] not in (1, batch):
+            raise ValueError(f"a class embedding for {self.name} has shape (1 or {batch}, {d}); got "
+                             f"{tuple(emb.shape)} (model.embed_cond(cond, batch, x) makes one from a class id)")
+        if not torch.isfinite(emb).all():
+            raise ValueError("the class embedding contains NaN or inf")
+        return emb.expand(batch, d)
 
     def null_cond(self, batch: int, like: torch.Tensor) -> torch.Tensor:
         return torch.full((batch,), self.null_class, dtype=torch.long, device=like.device)
+
+    def embed_cond(self, cond: Any, batch: int, like: torch.Tensor) -> torch.Tensor:
+        """Class id(s) -> the UNet's class-embedding rows ``(batch, embedding_dim)`` in the
+        network's dtype (``None``: the null class's row); an embedding passes through."""
+        if cond is None:
+            cond = self.null_cond(batch, like)
+        if self.is_embedding(cond):
+            return self._check_embedding(cond, batch)
+        return self.unet.class_embedding(cond.to(self.device))
 
     # ----------------------------------------------------------- network
     def forward_raw(self, x: torch.Tensor, label: float, cond: torch.Tensor | None) -> torch.Tensor:
@@ -107,7 +133,19 @@ class ClassUNetDenoiser(Denoiser):
             cond = self.null_cond(x.shape[0], x)
         t = torch.tensor(float(label), dtype=torch.float32, device=self.device)
         x_in = x.to(device=self.device, dtype=self.dtype, memory_format=_DENSE)
-        out = self.unet(x_in, t, class_labels=cond.to(self.device)).sample
+        if not self.is_embedding(cond):
+            out = self.unet(x_in, t, class_labels=cond.to(self.device)).sample
+            return out.to(device=x.device, dtype=x.dtype)
+        # A continuous class embedding: the UNet adds class_embedding(labels) to its time
+        # embedding; a forward hook swaps that lookup's output for the given rows (autograd
+        # flows into them), the placeholder labels are never used.
+        emb = cond.to(device=self.device, dtype=self.dtype).expand(x.shape[0], -1)
+        handle = self.unet.class_embedding.register_forward_hook(lambda module, args, output: emb)
+        try:
+            placeholder = torch.zeros(x.shape[0], dtype=torch.long, device=self.device)
+            out = self.unet(x_in, t, class_labels=placeholder).sample
+        finally:
+            handle.remove()
         return out.to(device=x.device, dtype=x.dtype)
 
 
