@@ -43,11 +43,15 @@ class Comparison:
         return {k: float(nmse(t.final, self.z_T)) for k, t in self.runs.items()}
 
     def resampled(self, name: str) -> torch.Tensor:
-        """x0_hat: the sampler run again from the method's inverted noise (cached)."""
+        """x0_hat: the image regenerated from the method's result as the method prescribes
+        (``invlab.reconstruct``: the sampler from the inverted noise, plus the side information of
+        null-text, negative-prompt or direct inversion), at the comparison's guidance (cached)."""
         if name not in self._back:
+            from ..reconstruct import reconstruct
+
             s = self.settings
-            self._back[name] = sample(s["model"], self.runs[name].final, s["steps"], s["solver"], s["guidance"],
-                                      s["cond"], hooks=[Recorder(keys=())]).final
+            self._back[name] = reconstruct(s["model"], self.runs[name], guidance=s["guidance"],
+                                           hooks=[Recorder(keys=())]).final
         return self._back[name]
 
     def image_nmse(self) -> dict[str, float]:
