@@ -50,13 +50,16 @@ Records: ``residual`` is the accepted iterate's RMS residual (Newton: of Phi - x
 f - z). ``extras``: ``inner_residuals`` (one per residual evaluation), ``converged``,
 ``diverged``, ``stop_reason``, ``iterations`` (Newton or sign updates taken), ``tol``,
 ``nfe_init``, ``phi_evals`` (residual evaluations), ``jvp_passes`` (Jacobian-vector products),
-``krylov_iterations`` and ``krylov_residuals`` (per Newton update; relative), and for "sign"
+``krylov_iterations`` and ``krylov_residuals`` (per Newton update; relative), ``jvp_mode``
+("forward", or "double-backward" on networks whose kernels lack forward-mode AD, e.g. the
+diffusers UNets on CPU: then each JVP also costs two backward passes, ``backward_passes``), and for "sign"
 ``scores`` and ``step_sizes``. The model's NFE counter counts every network pass, tangent-carrying
 ones included: ``record.nfe = nfe_init + phi_evals + jvp_passes``.
 """
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 
 import torch
@@ -191,6 +194,46 @@ def invert_newton(setup: Setup, hooks, opts: NewtonOptions, check_finite: bool =
     return traj
 
 
+#: per model: how its JVPs are computed ("forward", or "double-backward" once forward mode failed on it)
+_JVP_MODES: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def _jvp(f, z, v, modes):
+    """J(z) v of ``f``. Forward mode (``torch.func.jvp``: one pass carrying the tangent) where the
+    network supports it; some kernels do not (fused attention, and group_norm on the strided
+    tensors that attention returns, inside diffusers UNets on CPU: NotImplementedError /
+    RuntimeError), and then the double-backward identity J v = d/du [(J^T u) . v] is used for the
+    rest of the run (one pass with graph, two backward passes, counted in ``backward_passes``;
+    the same product up to rounding)."""
+    if modes["mode"] == "forward":
+        try:
+            with torch.enable_grad(), _forward_ad_attention():
+                return torch.func.jvp(f, (z,), (v,))[1]
+        except (NotImplementedError, RuntimeError):
+            modes["mode"] = "double-backward"
+    with torch.enable_grad(), _forward_ad_attention():  # the fused kernels have no double backward either
+        y = z.detach().requires_grad_(True)
+        out = f(y)
+        u = torch.zeros_like(out, requires_grad=True)
+        (g,) = torch.autograd.grad(out, y, u, create_graph=True)       # J^T u, linear in u
+        (jv,) = torch.autograd.grad(g, u, v.to(g.dtype))                # d/du (J^T u . v) = J v
+    modes["backward_passes"] += 2
+    return jv.detach()
+
+
+def _forward_ad_attention():
+    """Attention kernels that support forward-mode AD: the fused CPU / flash / memory-efficient
+    scaled-dot-product kernels do not (NotImplementedError inside any UNet with attention), the
+    plain "math" one does (the same result up to rounding). A no-op for networks without attention."""
+    try:
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+    except ImportError:  # an old torch: nothing to select
+        import contextlib
+
+        return contextlib.nullcontext()
+    return sdpa_kernel([SDPBackend.MATH])
+
+
 def _newton_step(setup, x, cur, nxt, opts, tol, cached_eps):
     """Newton-GMRES on r(z) = Phi(z) - x (module docstring); returns (z*, eps output at z*, extras)."""
     model = setup.model
@@ -202,10 +245,11 @@ def _newton_step(setup, x, cur, nxt, opts, tol, cached_eps):
         out = setup.eps(y, nxt.label)
         return ddim_step(x0_from_eps(y, out.eps, nxt), out.eps, cur), out
 
-    def jvp(v):  # J(z) v by forward-mode AD: one network pass carrying the tangent v
-        with torch.enable_grad():
-            return torch.func.jvp(lambda y: phi(y)[0], (z,), (v,))[1]
+    def jvp(v):  # J(z) v: one network pass carrying the tangent v (or, see _jvp, two backward passes)
+        return _jvp(lambda y: phi(y)[0], z, v, modes)
 
+    modes = _JVP_MODES.setdefault(model, {"mode": "forward", "backward_passes": 0})
+    modes["backward_passes"] = 0
     residuals, k_iters, k_res = [], [], []
     best = (float("inf"), None, None, 0)
     grows, stop, jvps, diverged = 0, "max_iter", 0, False
@@ -236,7 +280,8 @@ def _newton_step(setup, x, cur, nxt, opts, tol, cached_eps):
     err, z_best, out, _ = best
     extras = dict(tol=tol, inner_residuals=residuals, converged=err < tol, diverged=diverged, stop_reason=stop,
                   iterations=len(k_iters), nfe_init=nfe_init, phi_evals=len(residuals), jvp_passes=jvps,
-                  krylov_iterations=k_iters, krylov_residuals=k_res, _residual=err)
+                  krylov_iterations=k_iters, krylov_residuals=k_res, jvp_mode=modes["mode"],
+                  backward_passes=modes["backward_passes"], _residual=err)
     return z_best, out, extras
 
 
