@@ -130,7 +130,8 @@ def invert_null_text(setup: Setup, hooks, opts: NullTextOptions, check_finite: b
         raise ValueError(f"lr_decay_over={opts.lr_decay_over:g} makes the learning rate <= 0 by sampling step "
                          f"{int(decay)} of {n}; pass lr_decay_over=None (2 x steps) or a value above {n - 1}")
     config = {"method": "null-text", "reconstruct_guidance": w, "preset": opts.preset, "inner_steps": opts.inner_steps,
-              "lr": opts.lr, "lr_decay_over": decay}
+              "lr": opts.lr, "lr_decay_over": decay, "early_stop": opts.early_stop,
+              "early_stop_slope": opts.early_stop_slope}
     traj = invert_naive(pivot_setup(setup, opts.inversion_guidance), hooks, NaiveOptions(label=opts.label),
                         check_finite, show_progress, config=config, pivots=True)
     done = 0

@@ -1,0 +1,99 @@
+"""Figures of notebook 09's family sections: round-trip errors, null-text's and direct inversion's traces."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+
+from .core import save_figure
+from .zoo import method_style
+
+__all__ = ["plot_direct_offsets", "plot_null_text_trace", "plot_round_trip_errors"]
+
+
+def _series(name: str) -> str:
+    """The method a display name belongs to ("null-text lr 0.1" -> "null-text"), for its colour."""
+    for key in sorted(("naive", "easyinv", "exact", "fixed-point", "newton", "renoise", "null-text",
+                       "negative-prompt", "direct"), key=len, reverse=True):
+        if name.startswith(key):
+            return key
+    return name
+
+
+def plot_round_trip_errors(errors: Mapping[str, Sequence[float]], nfe: Mapping[str, int] | None = None,
+                           floor: float | None = None, title: str = "round-trip error per image",
+                           xlabel: str = "image NMSE (input vs reconstruction)", save: str | Path | None = None):
+    """One row per method: every sample's error (dots) and the median (a bar mark), on a log axis;
+    errors at or below ``floor`` (0: exact by construction) sit on the floor, a dotted line marked
+    "≤ floor". ``floor=None``: one decade below the smallest positive error, so the axis spans only
+    the decades the errors need."""
+    names = list(errors)
+    if floor is None:
+        pos = [v for e in errors.values() for v in np.asarray(e, dtype=float).ravel() if v > 0 and np.isfinite(v)]
+        floor = 10.0 ** (np.floor(np.log10(min(pos))) - 1) if pos else 1e-16
+    fig, ax = plt.subplots(figsize=(6.6, 0.45 * len(names) + 1.2))
+    for k, name in enumerate(names):
+        e = np.asarray(errors[name], dtype=float)
+        st = method_style(_series(name))
+        shown = np.maximum(e, floor)
+        ax.scatter(shown, np.full(len(e), k), s=22, color=st["color"], marker=st["marker"], alpha=0.7, zorder=3)
+        ax.plot([np.median(shown)] * 2, [k - 0.3, k + 0.3], color=st["color"], lw=2.5, zorder=4)
+    labels = [f"{n}  ({nfe[n]} NFE)" if nfe and n in nfe else n for n in names]
+    ax.set_yticks(range(len(names)), labels)
+    ax.invert_yaxis()
+    ax.set_xscale("log")
+    ax.axvline(floor, color="0.5", ls=":", lw=1)
+    ax.text(floor, len(names) - 0.45, f" ≤ {floor:.0e}", fontsize=7, color="0.4", va="bottom")
+    ax.set_xlabel(xlabel)
+    ax.set_title(title)
+    ax.grid(True, axis="x", which="major", alpha=0.3)
+    fig.tight_layout()
+    save_figure(fig, save)
+    return fig
+
+
+def plot_null_text_trace(traces: Mapping[str, Mapping[str, np.ndarray]], title: str = "null-text inversion, step by step",
+                         save: str | Path | None = None):
+    """Left: each sampling step's loss against its pivot before (open) and after (filled) the
+    optimisation, with the early-stop threshold; right: Adam steps taken. One colour per run."""
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.4), gridspec_kw={"width_ratios": [3, 2]})
+    for k, (name, tr) in enumerate(traces.items()):
+        c = f"C{(4 + 5 * k) % 10}"
+        a1.semilogy(tr["step"], tr["loss_before"], "o", mfc="none", color=c, ms=4, label=f"{name}: null input (before)")
+        a1.semilogy(tr["step"], tr["loss_after"], "o-", color=c, ms=3, lw=1.2, label=f"{name}: optimised (after)")
+        a2.plot(tr["step"], tr["inner_steps"], "o-", color=c, ms=3, lw=1.2, label=name)
+    tr = next(iter(traces.values()))
+    a1.semilogy(tr["step"], tr["threshold"], "k--", lw=1, label="early-stop threshold")
+    a1.set_xlabel("sampling step i (0 = noisiest)")
+    a1.set_ylabel("MSE to the pivot z*")
+    a1.set_title(title)
+    a1.grid(True, which="both", alpha=0.3)
+    a1.legend(fontsize=7)
+    a2.set_xlabel("sampling step i")
+    a2.set_ylabel("Adam steps taken")
+    a2.set_ylim(-0.5, max(int(t["inner_steps"].max()) for t in traces.values()) + 0.5)
+    a2.set_title("cost per step (1 NFE + 1 backward each)")
+    a2.grid(True, alpha=0.3)
+    a2.legend(fontsize=7)
+    fig.tight_layout()
+    save_figure(fig, save)
+    return fig
+
+
+def plot_direct_offsets(offsets: Mapping[str, np.ndarray], title: str = "DirectInversion: the offset added at each step",
+                        save: str | Path | None = None):
+    """RMS of the offset z*_t - z_rec per sampling step (worst sample), one line per guidance."""
+    fig, ax = plt.subplots(figsize=(6.4, 3.4))
+    for k, (name, o) in enumerate(offsets.items()):
+        ax.semilogy(np.arange(len(o)), np.maximum(o, 1e-300), "o-", ms=3, lw=1.2, color=f"C{(6 + k) % 10}", label=name)
+    ax.set_xlabel("sampling step i (0 = noisiest)")
+    ax.set_ylabel("RMS of z*_t − z_rec")
+    ax.set_title(title)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    save_figure(fig, save)
+    return fig
