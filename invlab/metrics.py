@@ -92,6 +92,25 @@ def ssim(a: torch.Tensor, b: torch.Tensor, data_range: float | None = None) -> t
     return structural_similarity_index_measure(a.double(), b.double(), data_range=r, kernel_size=k)
 
 
+def pareto_front(costs: Any, errors: Any) -> list[int]:
+    """Indices of the non-dominated points when both ``costs`` and ``errors`` are minimised, in
+    increasing cost. Point i is dominated when some j has cost_j <= cost_i and error_j <= error_i
+    with at least one strict; equal points are all kept; NaN points are never on the front."""
+    import numpy as np
+
+    c = np.asarray(costs, dtype=float).ravel()
+    e = np.asarray(errors, dtype=float).ravel()
+    if c.shape != e.shape:
+        raise ValueError(f"costs and errors must have the same length (got {c.size} and {e.size})")
+    ok = np.flatnonzero(np.isfinite(c) & ~np.isnan(e))
+    front = []
+    for i in ok:
+        dominated = (c[ok] <= c[i]) & (e[ok] <= e[i]) & ((c[ok] < c[i]) | (e[ok] < e[i]))
+        if not dominated.any():
+            front.append(int(i))
+    return sorted(front, key=lambda i: (c[i], e[i]))
+
+
 #: name -> metric, for code that picks one by name
 METRICS = {"nmse": nmse, "rmse": rmse, "psnr": psnr, "ssim": ssim}
 

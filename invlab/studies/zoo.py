@@ -1,0 +1,335 @@
+"""Every inversion method on the same footing: equal NFE budgets, same images, same metrics.
+
+For one model, guidance and number of DDIM steps, :func:`run_zoo` samples x0 from known noise
+z_T, inverts x0 with every *entry* (a label, a method of ``invlab.METHODS`` and its options),
+regenerates x0_hat with ``invlab.reconstruct`` (as each method prescribes: side information of
+null-text, negative-prompt and direct inversion included) and returns one row per entry.
+
+**Budgets.** :func:`matched_entries` gives every method that has a cost knob the setting that
+spends at most ``m`` NFE per step (``m * steps`` in all), for each multiple ``m`` of naive
+inversion's cost (:data:`KNOBS`, one rule per method; the rules are read off each method's
+accounting, see there). A method without a knob (naive, EasyInv, negative-prompt, direct) costs
+1x and appears once. A method registered later that has no rule here runs once at its defaults,
+so a new method is never silently left out.
+
+**Rows** (:data:`ROW_FIELDS`): every error is the **median over the batch** of per-sample values
+(robust to one sample whose solve diverged; the per-sample values are kept in ``*_samples``):
+
+* ``noise_nmse``: ||z_T_hat - z_T||^2 / ||z_T||^2 (for the pivot methods, naive inversion at w = 1,
+  so it measures their pivot, not what they reconstruct with);
+* ``image_nmse``: ||x0_hat - x0||^2 / ||x0||^2 on images: for latent models both latents are
+  decoded first (``latent_nmse`` is then the error of the latents themselves);
+* ``psnr`` (dB), ``ssim``: on the images clamped to [-1, 1], data range 2 (``psnr`` is inf for a
+  reconstruction equal to the input);
+* ``nfe``: the inversion's ``trajectory.nfe`` (one NFE = one guided-eps evaluation, a CFG pair
+  included; Newton's tangent-carrying passes count, as the method counts them);
+  ``nfe_reconstruct``: the reconstruction's; ``backward_passes``: sum of the records'
+  ``extras["backward_passes"]`` (0 where absent); ``jvp_passes``: Newton's Jacobian-vector products
+  (also inside ``nfe``); ``seconds_invert`` / ``seconds_reconstruct``: wall clock;
+* ``converged_steps`` / ``solved_steps``: for methods that solve an equation per step;
+* ``error``: ``None``, or why the method refused this configuration (the row's numbers are then
+  NaN): a refusal is recorded, never raised.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import warnings
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+
+from ..metrics import nmse, pareto_front, psnr, ssim
+from ..trace import Recorder
+
+__all__ = ["Entry", "KNOBS", "KNOB_NAMES", "NO_KNOB", "ROW_FIELDS", "default_cond", "matched_entries",
+           "pareto_front", "pareto_points", "run_zoo", "series", "uses_side_info", "winners"]
+
+#: methods whose cost is fixed at one NFE per step (no budget knob)
+NO_KNOB = ("naive", "easyinv", "negative-prompt", "direct")
+
+
+def _exact(m: int) -> dict | None:
+    # reuse init (0 NFE, the first step 1) + max_iter + 1 Phi evaluations + 1 re-evaluation of the
+    # accepted iterate when the solve stops unconverged: <= max_iter + 2 per step
+    return {"max_iter": m - 2} if m >= 2 else None
+
+
+def _fixed_point(m: int) -> dict | None:
+    # keep="best" (the default) may spend one NFE more than max_iter per step, to evaluate its best
+    # iterate: max_iter = m - 1. At m = 2 (max_iter >= 2) keep="last" (the reference codes' choice),
+    # which spends exactly max_iter. (keep="last" at every budget measured worse at 8x and 16x on
+    # digits-latent, w = 7.5, 10 steps: the last Anderson iterate of an unconverged solve.)
+    if m < 2:
+        return None
+    return {"max_iter": 2, "keep": "last"} if m == 2 else {"max_iter": m - 1}
+
+
+def _renoise(m: int) -> dict | None:
+    # K + 1 NFE per step (first steps capped at first_max_renoise_steps, so fewer there); the average
+    # over the last two predictions, as the default (8, 10) does for K = 9; K = 1 takes the last iterate
+    k = m - 1
+    if k < 1:
+        return None
+    return {"renoise_steps": k, "average_range": (k - 1, k + 1)} if k >= 2 else {"renoise_steps": 1, "average": False}
+
+
+def _newton(m: int) -> dict | None:
+    # reuse init (0 NFE, the first step 1); u Newton updates with at most k GMRES products each:
+    # (u + 1) residual evaluations + u k JVPs <= m. k = 2 (measured on gmm-digits / digits: two
+    # Krylov directions per update beat one, and more updates beat longer solves at equal NFE)
+    k = 2
+    u = (m - 1) // (k + 1)
+    if u < 1:
+        return None
+    return {"max_iter": u, "krylov_iters": k}
+
+
+def _newton_sign(m: int) -> dict | None:
+    # the released code's sign step (preset="reference"): max_iter candidates, one NFE each
+    return {"preset": "reference", "max_iter": m} if m >= 2 else None
+
+
+def _null_text(m: int) -> dict | None:
+    # pivot (1) + eps_c (1) + inner_steps Adam steps (1 NFE + 1 backward pass each) + the final guided step (1)
+    return {"inner_steps": m - 3} if m >= 4 else None
+
+
+#: variant name -> (method, rule: NFE per step m -> the options that spend at most m per step, or None)
+KNOBS: dict[str, tuple[str, Callable[[int], dict | None]]] = {
+    "exact": ("exact", _exact),
+    "fixed-point": ("fixed-point", _fixed_point),
+    "renoise": ("renoise", _renoise),
+    "newton": ("newton", _newton),
+    "newton-sign": ("newton", _newton_sign),
+    "null-text": ("null-text", _null_text),
+}
+
+#: method -> the option that sets its budget
+KNOB_NAMES = {"exact": "max_iter", "fixed-point": "max_iter", "renoise": "renoise_steps",
+              "newton": "max_iter, krylov_iters", "newton-sign": "max_iter", "null-text": "inner_steps"}
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One inversion to run: a display label, a method and its options; ``multiple`` is the
+    intended budget in NFE per step (None: the method's own cost)."""
+
+    label: str
+    method: str
+    options: dict = field(default_factory=dict)
+    multiple: float | None = None
+
+
+def matched_entries(multiples: Sequence[int] = (2, 4, 8), methods: Sequence[str] | None = None) -> list[Entry]:
+    """Entries at matched budgets: for every method with a knob (:data:`KNOBS`) and every multiple
+    ``m`` it can reach, the setting that spends at most ``m`` NFE per step; every method without
+    one (:data:`NO_KNOB`) once, at 1x; any other method once at its defaults.
+
+    ``methods`` defaults to ``invlab.METHODS`` at call time (so a method registered later is
+    included); names not registered are skipped.
+    """
+    from ..inversion import METHODS
+
+    names = list(METHODS) if methods is None else [m for m in methods if m in METHODS]
+    out: list[Entry] = []
+    for name in names:
+        if name in NO_KNOB:
+            out.append(Entry(name, name, {}, 1))
+            continue
+        variants = [v for v, (meth, _) in KNOBS.items() if meth == name]
+        if not variants:
+            out.append(Entry(f"{name} (defaults)", name, {}, None))
+            continue
+        for v in variants:
+            rule = KNOBS[v][1]
+            for m in multiples:
+                opts = rule(int(m))
+                if opts is not None:
+                    out.append(Entry(f"{v} {m}x", name, opts, m))
+    return out
+
+
+def default_cond(model, batch: int, prompt: str = "a photo of a digit") -> Any:
+    """Class ids 0, 1, ... for class models, ``prompt`` for text models, None when unconditional."""
+    if model.num_classes:
+        return torch.arange(batch) % model.num_classes
+    return prompt if model.is_conditional else None
+
+
+def uses_side_info(method: str) -> bool:
+    """Whether ``invlab.reconstruct`` needs more than the inverted noise for this method (per-step
+    embeddings, a swapped condition, stored pivots): such a method is compared on image error
+    with an advantage the noise-only methods do not have."""
+    from ..reconstruct import NOISE_ONLY
+
+    return method not in NOISE_ONLY
+
+
+def _images(model, x: torch.Tensor) -> torch.Tensor:
+    if getattr(model, "is_latent", False):
+        with torch.no_grad():
+            return model.decode(x)
+    return x
+
+
+def _median(v: torch.Tensor | Sequence[float]) -> float:
+    a = np.asarray(v.detach().double().cpu() if isinstance(v, torch.Tensor) else v, dtype=float)
+    return float(np.median(a)) if a.size else float("nan")
+
+
+def _per_sample_ssim(a: torch.Tensor, b: torch.Tensor) -> list[float]:
+    return [float(ssim(a[i:i + 1], b[i:i + 1], data_range=2.0)) for i in range(a.shape[0])]
+
+
+#: the fields of every row :func:`run_zoo` returns
+ROW_FIELDS = ("model", "method", "label", "options", "side_info", "guidance", "steps", "solver", "batch", "dtype",
+              "multiple", "budget_nfe", "nfe", "nfe_per_step", "nfe_reconstruct", "backward_passes", "jvp_passes",
+              "seconds_invert", "seconds_reconstruct", "noise_nmse", "image_nmse", "latent_nmse", "psnr", "ssim",
+              "converged_steps", "solved_steps", "aggregate", "noise_nmse_samples", "image_nmse_samples", "error",
+              "input", "reconstruction")
+
+
+def _row(model, entry: Entry, guidance: float, steps: int, solver: str, batch: int, dtype) -> dict[str, Any]:
+    nan = float("nan")
+    row = dict.fromkeys(ROW_FIELDS)
+    row.update(model=model.name, method=entry.method, label=entry.label, options=dict(entry.options),
+               side_info=uses_side_info(entry.method),
+               guidance=float(guidance), steps=int(steps), solver=solver, batch=int(batch), dtype=str(dtype),
+               multiple=entry.multiple, budget_nfe=None if entry.multiple is None else int(entry.multiple * steps),
+               nfe=0, nfe_per_step=nan, nfe_reconstruct=0, backward_passes=0, jvp_passes=0, seconds_invert=nan,
+               seconds_reconstruct=nan, noise_nmse=nan, image_nmse=nan, psnr=nan, ssim=nan, aggregate="median",
+               noise_nmse_samples=[], image_nmse_samples=[])
+    return row
+
+
+def run_zoo(model, entries: Sequence[Entry], steps: int = 10, guidance: float = 1.0, batch: int = 4, seed: int = 0,
+            cond: Any = "default", dtype: torch.dtype | None = None, solver: str = "ddim",
+            show_progress: bool = False, keep_images: bool = False) -> list[dict[str, Any]]:
+    """Sample x0 from z_T = ``invlab.noise(model, batch, seed)``, then invert and reconstruct it
+    with every entry; one row (:data:`ROW_FIELDS`) per entry, errors the median over the batch.
+
+    ``cond``: "default" picks :func:`default_cond` (class ids 0..batch-1 mod the number of classes,
+    a prompt for text models); anything else is passed to sample / invert as it is. ``dtype``: of
+    z_T and the states (default: the model's own, float64 for the analytic mixtures). A method
+    that raises on this configuration gives a row with ``error`` set and NaN errors.
+    ``keep_images``: each row also holds the input images (``input``; decoded for latent models)
+    and the entry's reconstruction (``reconstruction``), CPU tensors (else both None).
+    """
+    from ..inversion import invert
+    from ..reconstruct import reconstruct
+    from ..sampling import noise, sample
+
+    dtype = dtype or getattr(model, "dtype", torch.float32)
+    if isinstance(cond, str) and cond == "default":
+        cond = default_cond(model, batch)
+    z = noise(model, batch, seed=seed, dtype=dtype)
+    no_rec = [Recorder(keys=())]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fwd = sample(model, z, steps, solver, guidance, cond, hooks=no_rec)
+    x0 = fwd.final
+    img0 = _images(model, x0)
+    img0_c = img0.clamp(-1, 1)
+    rows = []
+    items = list(entries)
+    if show_progress:
+        from tqdm.auto import tqdm
+
+        items = tqdm(items, desc=f"{model.name} w={guidance:g} N={steps}", leave=False)
+    for entry in items:
+        row = _row(model, entry, guidance, steps, solver, batch, dtype)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # convergence warnings: the row carries converged_steps
+                model.reset_counters()
+                t0 = time.perf_counter()
+                inv = invert(model, x0, steps, solver, entry.method, guidance, cond, hooks=no_rec, **entry.options)
+                t1 = time.perf_counter()
+                back = reconstruct(model, inv, hooks=no_rec)
+                t2 = time.perf_counter()
+        except Exception as exc:  # a refusal (grid, model, guidance) or a failure: recorded, not raised
+            row["error"] = f"{type(exc).__name__}: {exc}"[:300]
+            rows.append(row)
+            continue
+        x_hat = back.final
+        img = _images(model, x_hat)
+        noise_s = nmse(inv.final, z, reduction="none")
+        image_s = nmse(img, img0, reduction="none")
+        conv = inv.convergence()
+        row.update(
+            nfe=int(inv.nfe), nfe_per_step=inv.nfe / steps, nfe_reconstruct=int(back.nfe),
+            backward_passes=int(sum(r.extras.get("backward_passes", 0) for r in inv.records)),
+            jvp_passes=int(sum(r.extras.get("jvp_passes", 0) for r in inv.records)),
+            seconds_invert=t1 - t0, seconds_reconstruct=t2 - t1,
+            noise_nmse=_median(noise_s), image_nmse=_median(image_s),
+            latent_nmse=_median(nmse(x_hat, x0, reduction="none")) if getattr(model, "is_latent", False) else None,
+            psnr=_median(psnr(img.clamp(-1, 1), img0_c, data_range=2.0)),
+            ssim=_median(_per_sample_ssim(img.clamp(-1, 1), img0_c)),
+            converged_steps=None if conv is None else conv["converged"],
+            solved_steps=None if conv is None else conv["solved"],
+            noise_nmse_samples=[float(v) for v in noise_s], image_nmse_samples=[float(v) for v in image_s])
+        if keep_images:
+            row.update(input=img0.detach().cpu(), reconstruction=img.detach().cpu())
+        rows.append(row)
+    return rows
+
+
+def series(row: dict[str, Any]) -> str:
+    """The method variant a row belongs to: its label without the budget ("newton-sign 4x" ->
+    "newton-sign"), or the whole label for an entry without one."""
+    return row["label"].rsplit(" ", 1)[0] if row.get("multiple") is not None and row["label"].endswith("x") \
+        else row["label"]
+
+
+def pareto_points(rows: Sequence[dict[str, Any]], metric: str = "image_nmse", with_images: bool = False,
+                  hollow_steps: int | None = None) -> list[dict[str, Any]]:
+    """The rows that ran, as points for :func:`invlab.plots.plot_pareto`: ``series`` (the method
+    variant), ``label``, ``cost`` (inversion NFE), ``error`` (``metric``), ``side_info``, ``model``,
+    ``guidance``, ``steps``, ``hollow`` (steps == ``hollow_steps``) and, with ``with_images``, the
+    row's ``reconstruction`` (run :func:`run_zoo` with ``keep_images=True``)."""
+    out = []
+    for r in rows:
+        if r.get("error") or math.isnan(r[metric]):
+            continue
+        p = {"series": series(r), "label": r["label"], "cost": r["nfe"], "error": r[metric],
+             "side_info": r["side_info"], "model": r["model"], "guidance": r["guidance"], "steps": r["steps"],
+             "hollow": hollow_steps is not None and r["steps"] == hollow_steps}
+        if with_images:
+            p["reconstruction"] = r.get("reconstruction")
+        out.append(p)
+    return out
+
+
+def winners(rows: Sequence[dict[str, Any]], metric: str = "image_nmse", slack: int = 1,
+            noise_only: bool = False, tie_factor: float = 2.0, round_off: float = 1e-11) -> list[dict[str, Any]]:
+    """For each (model, guidance, steps) and each budget multiple m present: the row with the lowest
+    ``metric`` among the rows that spent at most m * steps + ``slack`` NFE (``slack``: the first
+    step's initial guess that exact and Newton inversion cannot reuse). Equal values go to the
+    lower NFE. ``noise_only``: compare only the methods whose result is a noise alone (no side
+    information). Returns dicts with model, guidance, steps, multiple, label, method, nfe, the
+    metric's value, the runner-up's label and value, and ``tie``: True when the runner-up is within
+    ``tie_factor`` of the winner or both are below ``round_off`` (float round-off: no winner)."""
+    out = []
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["model"], r["guidance"], r["steps"]), []).append(r)
+    for (model, w, n), rs in groups.items():
+        ok = [r for r in rs if r["error"] is None and not math.isnan(r[metric])
+              and not (noise_only and r["side_info"])]
+        for m in sorted({r["multiple"] for r in rs if r["multiple"] is not None}):
+            pool = sorted((r for r in ok if r["nfe"] <= m * n + slack), key=lambda r: (r[metric], r["nfe"]))
+            if not pool:
+                continue
+            best = pool[0]
+            second = pool[1] if len(pool) > 1 else None
+            out.append({"model": model, "guidance": w, "steps": n, "multiple": m, "label": best["label"],
+                        "method": best["method"], "nfe": best["nfe"], metric: best[metric],
+                        "runner_up": None if second is None else second["label"],
+                        f"runner_up_{metric}": None if second is None else second[metric],
+                        "tie": second is not None and (second[metric] <= tie_factor * best[metric] or
+                                                       max(best[metric], second[metric]) < round_off)})
+    return out
