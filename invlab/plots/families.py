@@ -11,7 +11,7 @@ import numpy as np
 from .core import save_figure
 from .zoo import method_style
 
-__all__ = ["plot_direct_offsets", "plot_null_text_trace", "plot_round_trip_errors"]
+__all__ = ["plot_direct_offsets", "plot_null_text_trace", "plot_round_trip_errors", "plot_zoo_budget"]
 
 
 def _series(name: str) -> str:
@@ -97,3 +97,78 @@ def plot_direct_offsets(offsets: Mapping[str, np.ndarray], title: str = "DirectI
     fig.tight_layout()
     save_figure(fig, save)
     return fig
+
+
+def plot_zoo_budget(points: Sequence[Mapping], budget_nfe: float, chosen: Mapping[str, Mapping] | None = None,
+                    image=None, floor: float | None = None, title: str = "", save: str | Path | None = None):
+    """The method-zoo widget's figure. Left: image error against inversion NFE (log-log), the runs
+    within ``budget_nfe`` in colour (the others faint), the budget as a dashed line. Right (when
+    ``chosen`` is given): for each chosen method, the reconstruction of its best run within the
+    budget (``point["reconstruction"]``, sample 0) above its difference from ``image``, on one
+    shared colour scale.
+
+    ``points``: mappings with ``series``, ``label``, ``cost``, ``error``; ``chosen``: method ->
+    its best point (or None when nothing fits the budget)."""
+    chosen = dict(chosen or {})
+    ncol = len(chosen)
+    fig = plt.figure(figsize=(5.2 + 1.3 * max(ncol + 1, 1), 3.8))
+    gs = fig.add_gridspec(2, 1 + max(ncol + 1, 1), width_ratios=[3.8] + [1.0] * max(ncol + 1, 1))
+    ax = fig.add_subplot(gs[:, 0])
+    errs = [p["error"] for p in points if np.isfinite(p["error"]) and p["error"] > 0]
+    if floor is None:
+        floor = 10.0 ** (np.floor(np.log10(min(errs))) - 1) if errs else 1e-16
+    for p in points:
+        st = method_style(p["series"])
+        inside = p["cost"] <= budget_nfe and p["series"] in chosen
+        ax.scatter([p["cost"]], [max(p["error"], floor)], s=40 if inside else 22, marker=st["marker"],
+                   color=st["color"], alpha=1.0 if inside else 0.18, zorder=3 if inside else 2)
+    for name, p in chosen.items():
+        if p is not None:
+            st = method_style(name)
+            ax.scatter([p["cost"]], [max(p["error"], floor)], s=140, facecolors="none", edgecolors=st["color"],
+                       linewidths=1.6, zorder=4)
+    ax.axvline(budget_nfe, color="k", ls="--", lw=1)
+    ax.text(budget_nfe, ax.get_ylim()[1] if errs else 1.0, " budget", va="top", fontsize=8)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("inversion NFE")
+    ax.set_ylabel("image NMSE (median over the batch)")
+    ax.set_title(title or "runs within the budget (circled: each method's best)", fontsize=9)
+    ax.grid(True, which="both", alpha=0.3)
+    if ncol and image is not None:
+        img0 = _first(image)
+        diffs = [(_first(p["reconstruction"]) - img0) for p in chosen.values() if p is not None]
+        lim = max([float(np.abs(d).max()) for d in diffs] + [1e-12])
+        cells = [("image", img0, None)] + [(n, None if p is None else _first(p["reconstruction"]), p)
+                                           for n, p in chosen.items()]
+        for j, (name, rec, p) in enumerate(cells):
+            top, bottom = fig.add_subplot(gs[0, 1 + j]), fig.add_subplot(gs[1, 1 + j])
+            for a in (top, bottom):
+                a.set_xticks([])
+                a.set_yticks([])
+            if rec is None:
+                top.text(0.5, 0.5, "nothing\nwithin\nbudget", ha="center", va="center", fontsize=7, transform=top.transAxes)
+                bottom.axis("off")
+                top.set_title(name, fontsize=7)
+                continue
+            top.imshow(_show(rec), cmap="gray", vmin=-1, vmax=1)
+            top.set_title(name if p is None else f"{p['label']}\n{p['cost']:g} NFE", fontsize=7)
+            if j == 0:
+                bottom.axis("off")
+                bottom.text(0.5, 0.5, f"differences\n(±{lim:.1e})", ha="center", va="center", fontsize=7,
+                            transform=bottom.transAxes)
+            else:
+                bottom.imshow(_show(rec - img0), cmap="RdBu_r", vmin=-lim, vmax=lim)
+    fig.tight_layout()
+    save_figure(fig, save)
+    return fig
+
+
+def _first(x) -> np.ndarray:
+    """Sample 0 of an image batch as a numpy array (C, H, W)."""
+    a = x.detach().double().cpu().numpy() if hasattr(x, "detach") else np.asarray(x, dtype=float)
+    return a[0]
+
+
+def _show(a: np.ndarray) -> np.ndarray:
+    return a[0] if a.shape[0] == 1 else np.transpose((a + 1) / 2, (1, 2, 0)).clip(0, 1)

@@ -12,5 +12,7 @@ from .latent import *  # noqa: F401,F403
 from .latent import __all__ as _latent
 from .solvers import *  # noqa: F401,F403
 from .solvers import __all__ as _solvers
+from .zoo import *  # noqa: F401,F403
+from .zoo import __all__ as _zoo
 
-__all__ = [*_core, *_flows, *_guidance, *_kalman, *_latent, *_solvers]
+__all__ = [*_core, *_flows, *_guidance, *_kalman, *_latent, *_solvers, *_zoo]
