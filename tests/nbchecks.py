@@ -123,6 +123,31 @@ def check_08(res: dict[str, Any]) -> None:
     assert "decoder_inversion_mse" not in res                          # pixel model: the latent section is skipped
 
 
+def check_09(res: dict[str, Any]) -> None:
+    n = res["steps"]
+    # section 2: the solved methods land far below naive, on one root (20 QUICK steps, float32: noise NMSE
+    # ~1e-12 on seeds 0-1, 7e-4 on seed 2, where all three agree to 3.5e-5; at 10 steps seeds 1-2 found
+    # different roots, gap 2e-3 to 2e-2, hence 20 QUICK steps)
+    for k in ("fixed_point", "newton", "exact"):
+        assert res[f"noise_nmse_{k}"] < 1e-2 < 0.1 < res["noise_nmse_naive"], k
+        assert res[f"noise_nmse_{k}"] < res["noise_nmse_naive"] / 50, k
+    assert res["solved_root_gap"] < 1e-3
+    assert res["noise_nmse_renoise"] < res["noise_nmse_naive"] / 2       # a constant factor (7x seen), not converged
+    assert res["nfe_per_step_naive"] == 1
+    # section 3: costs as the methods define them; the repairs that the prose calls repairs
+    assert res["negative_prompt_nfe"] == res["naive_nfe"] == n
+    assert res["null_text_nfe"] - 3 * n == res["null_text_backward"] <= 10 * n
+    assert res["round_trip_negative_prompt"] < res["round_trip_naive"]             # 3.2-11x seen
+    assert res["round_trip_null_text_lr_0p1"] < res["round_trip_naive"] / 2       # 7-25x seen
+    # section 4: exact by construction; the offsets at high guidance several times those at w = 1
+    assert res["direct_round_trip_max"] < 1e-10
+    assert res["direct_offset_rms_high"] > 2 * res["direct_offset_rms_w1"]        # 4.5x seen
+    # section 5: every method ran; a solver wins the largest budget by far
+    assert res["zoo_failed"] == 0 and res["zoo_rows"] >= 10
+    assert res["zoo_best_label"].split(" ")[0] in ("exact", "fixed-point", "newton", "renoise")
+    assert res["zoo_best_image_nmse"] < res["zoo_naive_image_nmse"] / 10           # 73x seen
+
+
 #: notebook file stem -> its check
 CHECKS: dict[str, Callable[[dict[str, Any]], None]] = {
     "01_sampling_and_inversion": check_01,
@@ -133,4 +158,5 @@ CHECKS: dict[str, Callable[[dict[str, Any]], None]] = {
     "06_exact_inversion": check_06,
     "07_latent_and_decoder_inversion": check_07,
     "08_your_model": check_08,
+    "09_method_zoo": check_09,
 }

@@ -6,7 +6,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from nbchecks import check_01, check_03, check_04, check_08
+from nbchecks import check_01, check_03, check_04, check_08, check_09
 
 NB_DIR = Path(__file__).resolve().parent.parent / "notebooks"
 NOTEBOOKS = sorted(NB_DIR.glob("[0-9][0-9]_*.ipynb"))
@@ -94,3 +94,12 @@ def test_08_your_model_on_an_offline_stable_diffusion_pipeline(tmp_path, monkeyp
     assert res["true_exact_diffusion"] < 1e-8                          # from the true latent: only the diffusion part
     assert res["encoder_exact_vae"] == pytest.approx(res["encoder_mse"])
     assert "08_error_split.png" in {p.name for p in (tmp_path / "figures").iterdir()}
+
+
+@pytest.mark.slow
+def test_09_method_zoo(tmp_path):
+    res = _run(NB_DIR / "09_method_zoo.ipynb", tmp_path)
+    check_09(res)
+    figures = {p.name for p in (tmp_path / "figures").iterdir()}
+    assert {"09_noise_family_steps.png", "09_condition_family.png", "09_null_text_trace.png", "09_direct_offsets.png",
+            "09_reconstructions.png", "09_pareto.png"} <= figures

@@ -48,3 +48,42 @@ def test_comparison_against_truth(comparison):
     x0 = comparison.x0_predictions([0, 5, 10])
     assert set(x0) == {"truth", "naive", "easyinv", "exact"} and x0["exact"].shape == (3, 1, 16, 16)
     assert float((x0["exact"] - x0["truth"]).abs().max()) < 1e-6
+
+
+# ------------------------------------------------------------------ the method zoo (notebook 09)
+@pytest.fixture(scope="module")
+def zoo_rows(digits):
+    from invlab.studies.zoo import matched_entries, run_zoo
+
+    entries = matched_entries((2, 4), methods=["naive", "exact", "fixed-point", "renoise"])
+    return run_zoo(digits, entries, steps=8, guidance=3.0, batch=2, keep_images=True)
+
+
+def test_method_zoo_explorer_follows_methods_and_budget(zoo_rows):
+    from invlab.widgets import MethodZooExplorer
+
+    w = MethodZooExplorer(zoo_rows)
+    names = list(w.controls["methods"].options)
+    assert {"naive", "exact", "fixed-point", "renoise"} <= set(names) and w.renders == 1
+    by_label = {r["label"]: r for r in zoo_rows}
+    # at the largest budget every chosen method shows its best run within it
+    for name, value in zip(w.values["methods"], w.summary):
+        fits = [r["image_nmse"] for r in zoo_rows if r["label"].split(" ")[0] == name and r["nfe"] <= 4 * 8 + 1]
+        assert value == min(fits)
+    w.controls["budget"].value = 1.0                      # only naive fits one NFE per step
+    s = dict(zip(w.values["methods"], w.summary))
+    assert s["naive"] == by_label["naive"]["image_nmse"] and np.isnan(s["exact"]) and np.isnan(s["renoise"])
+    w.controls["methods"].value = ("naive",)
+    assert w.renders == 3 and list(w.summary) == [by_label["naive"]["image_nmse"]]
+
+
+def test_method_zoo_explorer_refuses_bad_rows(zoo_rows):
+    from invlab.widgets import MethodZooExplorer
+
+    with pytest.raises(ValueError, match="at least one successful run"):
+        MethodZooExplorer([])
+    other = [dict(r, guidance=7.5) for r in zoo_rows[:1]]
+    with pytest.raises(ValueError, match="one model, guidance and step count"):
+        MethodZooExplorer(list(zoo_rows) + other)
+    with pytest.raises(ValueError, match="not in the rows"):
+        MethodZooExplorer(zoo_rows, methods=["null-text"])

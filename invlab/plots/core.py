@@ -30,11 +30,14 @@ def plot_step_errors(errors: Mapping[str, Sequence[float]], x_labels: Sequence[f
                      title: str = "ground-truth error after each inversion step", ylabel: str = "NMSE to the true latent",
                      ax=None, save: str | Path | None = None):
     """Error per step (log scale), one line per run. ``x_labels``: the level reached by each step."""
+    from .zoo import METHOD_STYLE
+
     fig, ax = (ax.figure, ax) if ax is not None else plt.subplots(figsize=(6.4, 3.6))
     for name, e in errors.items():
         e = np.clip(_np(e), 1e-300, None)
         xs = np.arange(1, len(e) + 1) if x_labels is None else np.asarray(x_labels, dtype=float)
-        ax.semilogy(xs, e, marker="o", ms=3, lw=1.5, label=name)
+        style = {"color": METHOD_STYLE[name]["color"]} if name in METHOD_STYLE else {}  # one colour per method
+        ax.semilogy(xs, e, marker="o", ms=3, lw=1.5, label=name, **style)
     ax.set_xlabel("inversion step" if x_labels is None else "timestep reached")
     ax.set_ylabel(ylabel)
     ax.set_title(title)
