@@ -193,7 +193,7 @@ print(f"round trip: image NMSE {rt['direct'].image_nmse.max():.1e} at w = {HIGH_
     md(r"""
 At $w=1$ the offsets are naive inversion's own per-step mismatch: the sampler, evaluated at the
 pivot it starts from, does not land exactly on the previous pivot (the network is evaluated at a
-different point than during inversion). At $w$ = `HIGH_GUIDANCE` they are several times larger
+different point than during inversion). At $w$ = `HIGH_GUIDANCE` they are much larger
 (the two means printed above): they absorb the whole error of guided sampling. Two caveats make
 this method less magical than its zero error suggests: the noise it returns is naive inversion's
 (it repairs the path, not the noise), and an *edit* (another condition) needs a dual-branch editor
@@ -250,10 +250,11 @@ for r in sorted(rows_zoo, key=lambda r: r["nfe"]):
 What to read from it: at one NFE per step there is only naive inversion (and EasyInv, which trades
 noise error for image error, and the side-information methods); from two NFE per step on, the methods
 that *solve* the step's equation take over the front, and their error falls quickly with the budget.
-One point looks odd and is worth understanding: **exact inversion at its smallest budget** can be
-*worse* than naive. With `max_iter = 0` it returns its initial guess, which reuses the previous
-step's $\varepsilon$ (a naive step with the *current* level's label) and is poor at high guidance
-with few steps. Null-text's matched budget goes into Adam steps and backward passes that repair the
+One point is worth understanding: **exact inversion at its smallest budget** (the `exact 2x` line
+above, to compare with naive's). With `max_iter = 0` it returns its initial guess, which reuses the
+previous step's $\varepsilon$ (a naive step with the *current* level's label): at high guidance with
+few, large steps that guess can be worse than naive inversion itself, so a solver given too small a
+budget is not automatically better than no solver. Null-text's matched budget goes into Adam steps and backward passes that repair the
 *condition*; on images sampled at this very guidance there is little to repair, so it stays within a
 small factor of naive here (the ratios above; section 3 is where it earns its cost). The full table, over four models and three
 guidance scales, is in `benchmarks/results/method_zoo.md` (`python benchmarks/method_zoo.py`).
