@@ -163,3 +163,22 @@ def test_half_precision_latents_run_and_beat_naive(dtype):
     assert exact.final.dtype == dtype and all(r.extras["converged"] for r in exact.records)
     e, n = float(nmse(exact.final.double(), z.double())), float(nmse(naive.final.double(), z.double()))
     assert e < n / 10
+
+
+def test_no_extra_evaluation_when_the_best_iterate_is_the_last(digits):
+    """keep="best" returns no aux; when the accepted iterate *is* the last one evaluated, its eps is
+    reused instead of evaluated again (one NFE per unconverged step saved; values unchanged)."""
+    import warnings
+
+    x = invlab.sample(digits, invlab.noise(digits, 1, seed=2), 10, "ddim", 7.5, [4]).final
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", invlab.ConvergenceWarning)
+        inv = invlab.invert(digits, x, 10, method="exact", guidance=7.5, cond=[4], inner="forward-step", max_iter=1)
+    saved = 0
+    for r in inv.records:
+        res = r.extras["inner_residuals"]
+        evaluated = r.extras["nfe_init"] + len(res)
+        last_is_best = min(range(len(res)), key=res.__getitem__) == len(res) - 1
+        assert r.nfe == evaluated + (0 if last_is_best or r.extras["converged"] else 1)
+        saved += last_is_best and not r.extras["converged"]
+    assert saved >= 1   # the case occurs in this run (forward-step, w = 7.5, 10 steps)

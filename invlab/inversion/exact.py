@@ -149,12 +149,15 @@ def invert_exact(setup: Setup, hooks, opts: ExactOptions, check_finite: bool = T
                     10.0 / max(t.label, 1.0) if opts.rho_order2 == "10/t" else float(opts.rho_order2))
             extras["nfe_init"] = setup.model.nfe - nfe0
 
-            def phi(y, s=s, t=t, H=H, x0_r=(x0_r if order == 2 else None), r=(r if order == 2 else None)):
+            last = {}
+
+            def phi(y, s=s, t=t, H=H, x0_r=(x0_r if order == 2 else None), r=(r if order == 2 else None), last=last):
                 out = setup.eps(y, s.label)
                 x0 = x0_from_eps(y, out.eps, s)
                 val = ddim_step(x0, out.eps, t)
                 if order == 2:
                     val = val + (H if H is not None else dpmpp2m_high_order(x0, x0_r, r, s, t, grid.solver_type))
+                last.update(y=y, aux=(out, x0))
                 return val, (out, x0)
 
             res = solve(phi, x, init, opts, rho=rho, precision=precision)
@@ -163,6 +166,8 @@ def invert_exact(setup: Setup, hooks, opts: ExactOptions, check_finite: bool = T
                           iterations=res.iterations)
             if res.aux is not None:
                 out, x0 = res.aux
+            elif last and torch.equal(res.x, last["y"]):  # the best iterate is the last one evaluated
+                out, x0 = last["aux"]
             else:  # the accepted iterate is not the last one evaluated: evaluate it once more
                 out = setup.eps(res.x, s.label)
                 x0 = x0_from_eps(res.x, out.eps, s)
