@@ -6,7 +6,8 @@ how to use it here (``RECONSTRUCTIONS``):
 
 * ``negative-prompt``: the source condition is CFG's unconditional input at every step;
 * ``direct``: each step's output is moved onto the stored pivot (DirectInversion's offsets);
-* ``null-text``: step i uses the null embedding optimised for it as CFG's unconditional input.
+* ``null-text``: step i uses the null embedding optimised for it as CFG's unconditional input;
+* ``algebraic`` (EDICT, BDIA, BELM): sampling restarts from the pair ``.final``, ``.companion``.
 
 A changed ``cond`` is how an edit is made (where the method allows one).
 """
@@ -73,10 +74,20 @@ def _direct(model, inversion, steps, solver, guidance, cond, hooks, **kw) -> Tra
                   hook_list + [FunctionIntervention(snap, {"x_next"}, stage="step")], **kw)
 
 
+def _algebraic(model, inversion, steps, solver, guidance, cond, hooks, **kw) -> Trajectory:
+    """The exact-by-construction solvers: sample from the inversion's pair (``.final`` and
+    ``.companion``) with the options it was made with (``config["solver_options"]``)."""
+    if inversion.companion is None:
+        raise ValueError("this 'algebraic' inversion has no .companion (the second latent); run "
+                         f"invlab.invert(..., solver={solver!r}) again")
+    return sample(model, inversion.final, steps, solver, guidance, cond, hooks,
+                  solver_options=dict(inversion.config["solver_options"]), companion=inversion.companion, **kw)
+
+
 #: method name -> fn(model, inversion, steps, solver, guidance, cond, hooks, **sample_keywords)
 RECONSTRUCTIONS: dict[str, Callable[..., Trajectory]] = {
     **{m: _plain for m in NOISE_ONLY}, "negative-prompt": _negative_prompt, "direct": _direct,
-    "null-text": _null_text,
+    "null-text": _null_text, "algebraic": _algebraic,
 }
 
 

@@ -14,7 +14,7 @@ from .trace import Trajectory
 
 def sample(model: Denoiser, z_T: torch.Tensor, steps: int = 50, solver: str = "ddim", guidance: float = 1.0,
            cond: Any = None, hooks: Any = None, *, uncond: Any = None, uncond_steps: Any = None,
-           grid_overrides: dict | None = None,
+           grid_overrides: dict | None = None, solver_options: Any = None, companion: torch.Tensor | None = None,
            check_finite: bool = True, show_progress: bool = False) -> Trajectory:
     """Sample from noise ``z_T`` (shape ``(B, *model.sample_shape)``) down the solver's grid.
 
@@ -31,7 +31,24 @@ def sample(model: Denoiser, z_T: torch.Tensor, steps: int = 50, solver: str = "d
     ``z_T`` is noise (not range-checked); any floating dtype, strides or real device works, and
     an input that requires grad is fine: the run is under ``torch.no_grad()``, so the
     trajectory and ``.final`` are detached.
+
+    Exact-by-construction solvers "edict", "bdia", "belm" (``invlab.reversible``) walk DDIM's
+    grid; ``solver_options`` (a dict or ``invlab.reversible.ReversibleOptions``: EDICT's ``p``
+    and ``leapfrog``, BDIA's ``gamma``, BELM's ``order``, ``preset="reference"``) sets them, and
+    ``companion`` (an inversion's ``.companion``) is the second latent they start from;
+    ``.companion`` of the result is the sample's own second latent.
     """
+    from .reversible import REVERSIBLE, as_options, run_reversible
+
+    if solver in REVERSIBLE:
+        opts = as_options(solver_options)
+        setup = Setup(model, z_T, steps, solver, guidance, cond, "z_T", grid_overrides, uncond=uncond,
+                      uncond_steps=uncond_steps)
+        extra = {"uncond": True} if uncond is not None or uncond_steps is not None else None
+        return run_reversible(setup, hooks, opts, "sample", companion, check_finite, show_progress, extra)
+    if solver_options is not None or companion is not None:
+        raise ValueError(f"solver_options and companion belong to the exact-by-construction solvers {REVERSIBLE}, "
+                         f"not solver={solver!r}")
     setup = Setup(model, z_T, steps, solver, guidance, cond, "z_T", grid_overrides, uncond=uncond,
                   uncond_steps=uncond_steps)
     grid = setup.grid

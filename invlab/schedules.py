@@ -24,7 +24,9 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 
-SOLVERS = ("ddim", "dpmpp2m")
+SOLVERS = ("ddim", "dpmpp2m", "edict", "bdia", "belm")
+#: exact-by-construction samplers (``invlab.reversible``): they walk the DDIM grid
+REVERSIBLE_SOLVERS = ("edict", "bdia", "belm")
 SPACINGS = ("leading", "trailing", "linspace")
 
 #: Stable Diffusion 1.x/2.x scheduler config (scaled_linear betas, 1000 train steps).
@@ -152,7 +154,7 @@ class NoiseSchedule:
 
         if solver not in SOLVERS:
             raise unknown("solver", solver, SOLVERS)
-        cls = DDIMScheduler if solver == "ddim" else DPMSolverMultistepScheduler
+        cls = DPMSolverMultistepScheduler if solver == "dpmpp2m" else DDIMScheduler
         known = set(inspect.signature(cls.__init__).parameters) - {"self"} | set(self.config)
         for key in overrides:
             if key not in known:
@@ -161,7 +163,7 @@ class NoiseSchedule:
         if "timestep_spacing" in overrides:
             check_choice("timestep_spacing", overrides["timestep_spacing"], SPACINGS)
         cfg = {**self.config, **overrides}
-        if solver == "ddim":
+        if solver != "dpmpp2m":  # DDIM and the exact-by-construction samplers share DDIM's grid
             return DDIMScheduler.from_config(cfg)
         cfg.setdefault("solver_order", 2)
         cfg.setdefault("algorithm_type", "dpmsolver++")
@@ -188,12 +190,12 @@ class NoiseSchedule:
         problem = self._grid_problem(labels, steps)
         if problem:
             raise ValueError(self._grid_message(sched, solver, steps, problem))
-        if solver == "ddim":
+        if solver != "dpmpp2m":  # "ddim" and REVERSIBLE_SOLVERS
             levels = [self.level(t) for t in labels]
             final_ab = float(sched.final_alpha_cumprod)
             levels.append(Level(label=0.0, alpha=math.sqrt(final_ab), sigma=math.sqrt(1.0 - final_ab)))
             orders = (1,) * steps
-            return Grid("ddim", tuple(levels), orders, cfg["timestep_spacing"])
+            return Grid(solver, tuple(levels), orders, cfg["timestep_spacing"])
         return self._dpm_grid(sched, labels, steps)
 
     def _grid_problem(self, labels: list[float], steps: int) -> str | None:
@@ -217,7 +219,7 @@ class NoiseSchedule:
                 best = n
                 break
         cfg = sched.config
-        name = {"ddim": "DDIM", "dpmpp2m": "DPM-Solver++(2M)"}[solver]
+        name = {"ddim": "DDIM", "dpmpp2m": "DPM-Solver++(2M)"}.get(solver, f"{solver.upper()} (DDIM's grid)")
         where = (f"{name} with timestep_spacing={cfg['timestep_spacing']!r} and steps_offset={cfg['steps_offset']} "
                  f"on this {self.num_train_timesteps}-step schedule")
         return (f"steps={steps} does not fit {where} ({problem}); the largest step count below {steps} that does "

@@ -257,6 +257,9 @@ class Trajectory:
     in every Recorder (``recorder.partial``); ``config["interrupted"]`` is then True.
     ``cond`` is the condition the run used, as validated by the model (a reference, not a
     copy; ``None``: unconditional); ``invlab.reconstruct`` defaults to it.
+    ``companion`` is the second latent of the exact-by-construction solvers ("edict": y of the
+    pair (x, y), ``final`` being x; "bdia"/"belm": the state one level before ``final``), None
+    for every other run; pass it back as ``companion=`` to continue exactly (``invlab.reversible``).
     """
 
     records: list[StepRecord]
@@ -265,6 +268,7 @@ class Trajectory:
     config: dict[str, Any]
     start: torch.Tensor | None = None
     cond: Any = None
+    companion: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return len(self.records)

@@ -14,9 +14,11 @@ import torch
 from ..checks import check_options, unknown
 from ..loop import Setup
 from ..models.base import Denoiser
+from ..reversible import REVERSIBLE, ReversibleOptions
 from ..trace import Trajectory
 from .decoder import DecoderInversionOptions, DecoderInversionResult, invert_decoder
 from .direct import DirectOptions, invert_direct
+from .algebraic import invert_algebraic
 from .easyinv import EasyInvBlend, EasyInvOptions, invert_easyinv
 from .exact import ExactOptions, invert_exact
 from .fixed_point import FixedPointOptions, invert_fixed_point
@@ -38,6 +40,7 @@ METHODS: dict[str, tuple[type, Callable[..., Trajectory]]] = {
     "null-text": (NullTextOptions, invert_null_text),
     "negative-prompt": (NegativePromptOptions, invert_negative_prompt),
     "direct": (DirectOptions, invert_direct),
+    "algebraic": (ReversibleOptions, invert_algebraic),
 }
 
 
@@ -56,7 +59,7 @@ def make_options(method: str, options: Any = None, **kwargs: Any):
     return dataclasses.replace(options, **kwargs) if options is not None else cls(**kwargs)
 
 
-def invert(model: Denoiser, x0: torch.Tensor, steps: int = 50, solver: str = "ddim", method: str = "naive",
+def invert(model: Denoiser, x0: torch.Tensor, steps: int = 50, solver: str = "ddim", method: str | None = None,
            guidance: float = 1.0, cond: Any = None, hooks: Any = None, *, options: Any = None,
            grid_overrides: dict | None = None, check_finite: bool = True, show_progress: bool = False,
            **kwargs: Any) -> Trajectory:
@@ -74,11 +77,31 @@ def invert(model: Denoiser, x0: torch.Tensor, steps: int = 50, solver: str = "dd
     for each network call). Inputs that require grad are fine: the run is under
     ``torch.no_grad()``, so the trajectory and ``.final`` are detached (no graph); for
     gradients call ``model.eps`` and ``invlab.steps`` directly.
+
+    ``method=None`` (default) is "naive" for "ddim"/"dpmpp2m" and "algebraic" (the closed-form
+    inverse, ``invlab.reversible``) for the exact-by-construction solvers "edict", "bdia",
+    "belm", which no other method inverts; the result's ``.companion`` holds their second latent
+    (``invlab.reconstruct`` passes it back). ``companion=`` (a sample's ``.companion``) replaces
+    the documented initial second state (EDICT: y = image; BDIA/BELM: one DDIM-inversion step).
     """
+    if method is None:
+        method = "algebraic" if solver in REVERSIBLE else "naive"
+    if (solver in REVERSIBLE) != (method == "algebraic"):
+        if method == "algebraic":
+            raise ValueError(f"method 'algebraic' inverts the exact-by-construction solvers {REVERSIBLE} in closed "
+                             f"form; solver={solver!r} has no closed-form inverse: use method='exact' (or another "
+                             "method) for it")
+        if method in METHODS:
+            raise ValueError(f"solver={solver!r} is exact by construction: it is inverted by its own closed-form "
+                             f"inverse, method='algebraic' (the default for it), not method={method!r}, whose "
+                             "equations assume a DDIM/DPM-Solver step")
+    companion = kwargs.pop("companion", None) if method == "algebraic" else None
     opts = make_options(method, options, **kwargs)
     setup = Setup(model, x0, steps, solver, guidance, cond, "x0", grid_overrides)
     runner = METHODS[method][1]
+    if method == "algebraic":
+        return runner(setup, hooks, opts, check_finite=check_finite, show_progress=show_progress, companion=companion)
     return runner(setup, hooks, opts, check_finite=check_finite, show_progress=show_progress)
 
 
-__all__ = ["METHODS", "DecoderInversionOptions", "DecoderInversionResult", "DirectOptions", "invert_decoder", "EasyInvBlend", "EasyInvOptions", "ExactOptions", "FixedPointOptions", "NaiveOptions", "NewtonOptions", "NegativePromptOptions", "NullTextOptions", "ReNoiseOptions", "SolverOptions", "invert", "make_options", "register_method"]
+__all__ = ["METHODS", "DecoderInversionOptions", "DecoderInversionResult", "DirectOptions", "invert_decoder", "EasyInvBlend", "EasyInvOptions", "ExactOptions", "FixedPointOptions", "NaiveOptions", "NewtonOptions", "NegativePromptOptions", "NullTextOptions", "ReNoiseOptions", "ReversibleOptions", "SolverOptions", "invert", "make_options", "register_method"]
