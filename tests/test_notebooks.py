@@ -63,7 +63,7 @@ def test_bad_parameter_stops_in_the_config_cell(tmp_path):
 def test_03_error_accumulation(tmp_path):
     res = _run(NB_DIR / "03_error_accumulation.ipynb", tmp_path)
     check_03(res)
-    assert {"03_step_errors.png", "03_latent_grid.png"} <= {p.name for p in (tmp_path / "figures").iterdir()}
+    assert {"03_step_errors.png", "03_latent_grid.png", "03_restart_from_truth.png"} <= {p.name for p in (tmp_path / "figures").iterdir()}
 
 
 @pytest.mark.slow

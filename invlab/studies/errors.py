@@ -16,7 +16,7 @@ from ..metrics import nmse
 from ..sampling import sample
 from ..trace import Recorder, Trajectory
 
-__all__ = ["Comparison", "DEFAULT_METHODS", "local_step_errors", "run_methods"]
+__all__ = ["Comparison", "DEFAULT_METHODS", "local_step_errors", "restart_from_truth", "run_methods"]
 
 #: display name -> invert() keywords
 DEFAULT_METHODS: dict[str, dict[str, Any]] = {
@@ -134,3 +134,34 @@ def local_step_errors(comparison: Comparison, metric: str = "nmse", label: str =
             eps = model.eps(x, nxt.label if label == "target" else cur.label, c, s["guidance"]).eps
             out.append(fn(ddim_step(x0_from_eps(x, eps, cur), eps, nxt), truth[k + 1]))
     return torch.stack(out)
+
+
+def restart_from_truth(comparison: Comparison, ks, method: str = "naive") -> dict[int, dict[str, object]]:
+    """The counterfactual "what if the first k steps had been perfect?": invert again with
+    ``method``, but after step k - 1 replace the state by the *true* latent at level k (an
+    intervention hook, ``FunctionIntervention`` at stage "step"), so only steps k, k+1, ... make
+    errors. ``k = 0`` is the plain run. Returns k -> {"noise_nmse": final noise NMSE (batch mean),
+    "errors": the per-step error curve to the truth, NaN for the steps that end on the truth}."""
+    from ..trace import FunctionIntervention
+
+    s = comparison.settings
+    model = s["model"]
+    base = comparison.runs.get(method) or next(iter(comparison.runs.values()))
+    truth = base.aligned(comparison.reference)
+    x0 = comparison.reference.final
+    out = {}
+    for k in ks:
+        k = int(k)
+        if not 0 <= k < len(base):
+            raise ValueError(f"restart step k={k} must be in 0..{len(base) - 1} (the run has {len(base)} steps)")
+        hooks = [Recorder(keys=("x_next",))]
+        if k > 0:
+            true_k = truth[k].to(dtype=x0.dtype, device=x0.device)
+            hooks.append(FunctionIntervention(lambda i, t, k=k, z=true_k: {"x_next": z} if i == k - 1 else None,
+                                              {"x_next"}, stage="step"))
+        run = invert(model, x0, s["steps"], s["solver"], method=method, guidance=s["guidance"], cond=s["cond"],
+                     hooks=hooks)
+        errors = run.errors_to(comparison.reference).to(torch.float64)
+        errors[:k] = float("nan")  # steps 1..k end on the true latent by construction (error 0): not plotted
+        out[k] = {"noise_nmse": float(nmse(run.final, comparison.z_T)), "errors": errors}
+    return out
