@@ -143,7 +143,7 @@ fine = flows.flow_paths(model, z_T, fine_steps, cfg.guidance, cond, "naive", 1)
 easy = flows.flow_paths(model, z_T, steps, cfg.guidance, cond, "easyinv", 1)
 slope = float(np.polyfit(np.log(sweep_steps[-3:]), np.log(sweep["naive"][-3:]), 1)[0])
 print(f"naive: {steps} steps {naive.noise_nmse:.3g}, {fine_steps} steps {fine.noise_nmse:.3g}; log-log slope on the finest grids {slope:.2f}")'''),
-    md("Naive inversion's error falls with the number of steps, close to $1/N^2$ on the finest grids (an NMSE is a squared error of a first-order method), but it is far from zero even at 200 steps. EasyInv's constant blend sits above naive at every grid here and improves more slowly. Exact inversion sits at round-off for every grid: its error is not a discretisation error at all."),
+    md("Naive inversion's error falls with the number of steps, close to $1/N^2$ on the finest grids (an NMSE is a squared error of a first-order method), but it is far from zero even at 200 steps. EasyInv's constant blend sits above naive at every grid here and improves more slowly. Exact inversion sits at its solver's tolerance floor for every grid (each step's equation is solved to $10^{-9}$ RMS, the float64 default, and the NMSE goes with the square of that residual): its error is not a discretisation error at all."),
     code('''publish(coarse_steps=steps, fine_steps=fine_steps, guidance=cfg.guidance,
         naive_coarse_noise_nmse=naive.noise_nmse, naive_fine_noise_nmse=fine.noise_nmse,
         easyinv_coarse_noise_nmse=easy.noise_nmse, exact_coarse_noise_nmse=exact.noise_nmse,

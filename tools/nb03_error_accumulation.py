@@ -56,7 +56,7 @@ errors = cmp.step_errors()
 reached = [lv.label for lv in next(iter(cmp.runs.values())).levels[1:]]
 plots.plot_step_errors(errors, x_labels=reached, save=cfg.figures / "03_step_errors.png");
 print({k: f"{v:.3g}" for k, v in cmp.noise_nmse().items()}, "| NFE per step:", cmp.nfe_per_step())'''),
-    md("Naive inversion's error grows steadily over the whole trajectory. EasyInv's blend changes the curve only inside its window, and on this model it raises it. Exact inversion stays at round-off level at every step: each step solves the sampler's equation, so there is nothing to accumulate."),
+    md("Naive inversion's error grows steadily over the whole trajectory. EasyInv's blend changes the curve only inside its window, and on this model it raises it. Exact inversion stays at its solver's tolerance floor at every step (each step's equation is solved to $10^{-9}$ RMS, the float64 default; the NMSE is about its square): there is nothing left to accumulate."),
     md(r"""
 ## 2. A step's own error vs the error it inherits
 
@@ -107,7 +107,7 @@ for name in cmp.runs:
     rows["|" + name + " - truth|"] = (cmp.runs[name].latents()[ks, 0] - truth[ks, 0]).abs()
 labels = [cmp.runs["naive"].levels[k].label for k in ks]
 plots.plot_latent_rows(rows, labels, save=cfg.figures / "03_latent_grid.png", suptitle="latents and their errors (sample 0)");'''),
-    md("The latents of all three methods look alike to the eye; the error rows show the difference: naive's error grows with the noise level and EasyInv's is larger still, while exact inversion's error map is at round-off (its colour scale tops out many orders of magnitude lower)."),
+    md("The latents of all three methods look alike to the eye; the error rows show the difference: naive's error grows with the noise level and EasyInv's is larger still, while exact inversion's error map is at the solver's tolerance (its colour scale tops out many orders of magnitude lower)."),
     code('''x0_rows = cmp.x0_predictions(ks[1:], sample_index=0)
 plots.plot_latent_rows(x0_rows, labels[1:], vrange=(-1.5, 1.5), save=cfg.figures / "03_x0_predictions.png",
                        suptitle="what the network predicts as the clean image along each inversion");'''),

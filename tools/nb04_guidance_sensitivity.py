@@ -66,7 +66,7 @@ plots.plot_guidance_errors(guidances, {"noise NMSE": analytic.series("noise_nmse
                            save=cfg.figures / "04_guidance_analytic.png");
 for m in analytic.methods:
     print(f"{m:8s} noise NMSE: " + "  ".join(f"w={w:g}: {v:.2e}" for w, v in zip(guidances, analytic.series("noise_nmse")[m])))'''),
-    md("On the analytic mixture, guidance hardly matters: naive inversion's noise error rises only slightly from $w=1$ to the top of the sweep, EasyInv stays worse than naive at every $w$, and exact inversion stays at round-off level everywhere. A perfect model's guided noise field is smooth enough for the naive approximation to degrade gracefully."),
+    md("On the analytic mixture, guidance hardly matters: naive inversion's noise error rises only slightly from $w=1$ to the top of the sweep, EasyInv stays worse than naive at every $w$, and exact inversion stays at its solver's tolerance floor everywhere. A perfect model's guided noise field is smooth enough for the naive approximation to degrade gracefully."),
     md("## 2. Does the exact solver keep converging?\n\nThe exact-inversion authors fall back to naive inversion at $w=7.5$ because their fixed-point iteration becomes unstable. Here is the fraction of steps whose inner solver converged, and how many iterations it needed:"),
     code('''conv = analytic.series("converged_fraction")["exact"]
 iters = analytic.series("mean_iterations")["exact"]

@@ -240,7 +240,7 @@ plots.plot_step_errors({f"{m} {dt}": prec[dt]["step_errors"][m] for dt in prec f
 publish(exact_float64_noise_nmse=prec["float64"]["noise_nmse"]["exact"], exact_float32_noise_nmse=prec["float32"]["noise_nmse"]["exact"],
         naive_float32_noise_nmse=prec["float32"]["noise_nmse"]["naive"],
         exact_float32_nfe_per_step=prec["float32"]["nfe_per_step"]["exact"]);'''),
-    md("Naive inversion's error is the same in both precisions (it is the method's error, far above round-off). Exact inversion sits near $10^{-17}$ in float64 and near $10^{-10}$ in float32: in float32 the residual cannot go below round-off ($\\sim10^{-7}$ per element), so its error floor is the square of that, accumulated over the steps."),
+    md("Naive inversion's error is the same in both precisions (it is the method's error, far above round-off). Exact inversion sits near $10^{-17}$ in float64 and near $10^{-10}$ in float32. Neither floor is round-off: it is the solver's stopping tolerance, which follows the dtype ($10^{-9}$ and $10^{-6}$ RMS per step, each chosen just above that dtype's round-off, $\\sim10^{-16}$ and $\\sim10^{-7}$), and the noise error goes with the square of the per-step residual, accumulated over the steps. Tighten `tol` in float64 and the floor moves down (section 3); in float32 it cannot go much below $10^{-6}$."),
     md("""
 ## 6. Explore: any step, any solver
 
