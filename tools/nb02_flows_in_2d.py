@@ -81,7 +81,7 @@ for lab in (900.0, 500.0, 200.0, 20.0):
                    "V": f[:, 1].reshape(AX.shape), "density": flows.density_grid(model, X, Y, lab)})
 plots.plot_flow_fields(X, Y, panels, AX, AY, data_density=data_density,
                        save=cfg.figures / "02_fields.png", suptitle="denoising direction -eps over the noisy density");'''),
-    md("At high noise the marginal (blue) is one broad blob and `-eps` points straight at its centre, with no trace of the six components (black line contours); as the noise drops the marginal splits into the components and the arrows turn toward the nearest one, changing direction sharply across the gaps between components. Where the field turns fastest, a large step goes wrong (arrow lengths are rescaled per panel)."),
+    md("At high noise the marginal (blue) is one broad blob and `-eps` points straight at its centre, with no trace of the six components (black line contours); as the noise drops the marginal splits into the components and the arrows turn toward the nearest one, changing direction sharply across the gaps between components. Where the field turns fastest, a large step goes wrong (arrow lengths are rescaled per panel). These panels show the **unconditional** field (the whole mixture, `cond=None`, as checked above). The paths below are sampled **class-conditionally with guidance** $w$, so they follow another field: their own class's, pushed away from the others by $w$ (draw it with `flows.denoising_field(model, arrow_pts, label, cond=c, guidance=w)`)."),
     md(r"""
 ## 2. Paths: many small steps, a few large ones, and the way back
 
