@@ -13,7 +13,8 @@ each perturbed step with the exact sampling map, so the errors add: |err| <= 8 u
 u = 2^-24, M = max |state| over both runs, kappa_k = the absolute coefficient sum of the inverse
 step (EDICT: 2/p^2 + 2(1 + |b|)/a; BDIA: 1/g (1 + |DDIM_{s->t}| + |DDIM_{s->r}| coefficients);
 BELM: (1 + |c_cur| + |c_eps|)/|c_prev|). It ignores the growth of the inverted state itself
-(EDICT's 1/p^2 and BDIA's 1/g per step), which M absorbs; measured values sit 10-200x below it.
+(EDICT's 1/p^2 and BDIA's 1/g per step), which M absorbs. Measured on gmm-digits (6 real digits,
+10/20/50 steps): 6x to 380x below it (tightest: BELM at 50 steps, 8.9e-5 vs 5.1e-4).
 """
 
 import math
