@@ -30,7 +30,8 @@ _EXPORTS = {
     "sample": "sampling", "noise": "sampling", "reconstruct": "reconstruct",
 }
 _SUBMODULES = {"checks", "data", "inversion", "loop", "metrics", "models", "nbsetup", "notebooks", "plots",
-               "quality", "report", "sampling", "schedules", "steps", "studies", "trace", "train", "widgets"}
+               "quality", "report", "reversible", "sampling", "schedules", "steps", "studies", "trace", "train",
+               "widgets"}
 
 
 def __getattr__(name: str) -> Any:

@@ -45,6 +45,22 @@ is exact in exact arithmetic. Round-off is amplified by EDICT's un-mixing (gain 
 step) and BDIA's division by gamma; BELM's inverse coefficients are large near the clean end.
 
 Cost: EDICT 2 NFE per step; BDIA and BELM 1 (0 for a first step replaced by ``companion``).
+
+Records: ``t_model`` is the label the network saw (EDICT: the noisier level's, both ways; BDIA/BELM:
+the middle state's level; the first inversion step: the clean level's); EDICT's ``eps`` is its first
+evaluation of the step and ``extras["x_first"]`` says which latent was updated first; BDIA/BELM's
+``extras["kind"]`` is "ddim", "companion" (the stored state, no network call) or "bidirectional".
+``config["solver_options"]`` holds the resolved options (``invlab.reconstruct`` reuses them).
+
+Where invlab differs from the reference code (methods.md §7, pitfalls.md):
+
+* every solver walks the diffusers DDIM grid of the model's schedule, final level included (BELM's
+  code ends at alpha-bar = 1 and labels its first inversion call 1; here the grid's last level and
+  its label);
+* sampling from an inversion's pair spends no network call on the first step (BELM's code spends
+  one and discards it);
+* EDICT returns x as ``final`` (the pair is kept whole in ``companion``); BDIA's default gamma is
+  1.0 (the reference's editing code uses 0.5: ``preset="reference"``).
 """
 
 from __future__ import annotations
