@@ -131,10 +131,18 @@ def reconstruct(model: Denoiser, inversion: Trajectory, steps: int | None = None
                          "solver unset (or invert again on the grid you want)")
     if grid_overrides is None and cfg["spacing"] != model.schedule.config.get("timestep_spacing", cfg["spacing"]):
         grid_overrides = {"timestep_spacing": cfg["spacing"]}
-    labels = list(model.schedule.grid(steps, solver, **(grid_overrides or {})).labels)
+    grid = model.schedule.grid(steps, solver, **(grid_overrides or {}))
+    labels = list(grid.labels)
     if labels != list(cfg["timesteps"]):
         raise ValueError(f"the inversion's timesteps {_short(cfg['timesteps'])} differ from the sampler's "
                          f"{_short(labels)}; pass the grid_overrides the inversion used")
+    ends = [(lv.alpha, lv.sigma) for lv in (inversion.levels[0], inversion.levels[-1])]
+    want = [(lv.alpha, lv.sigma) for lv in (grid.levels[-1], grid.levels[0])]
+    if any(abs(a - b) > 1e-9 * max(1.0, abs(b)) for e, w in zip(ends, want) for a, b in zip(e, w)):
+        raise ValueError(f"the inversion's noise levels differ from the sampler's at the same timesteps (clean end "
+                         f"sigma {ends[0][1]:.3g} vs {want[0][1]:.3g}, noisy end {ends[1][1]:.3g} vs {want[1][1]:.3g}): "
+                         "it used other scheduler settings (e.g. final_sigmas_type); pass the grid_overrides the "
+                         "inversion used")
     method = cfg.get("method")
     if method not in RECONSTRUCTIONS:
         from .checks import suggest

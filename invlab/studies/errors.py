@@ -51,7 +51,7 @@ class Comparison:
 
             s = self.settings
             self._back[name] = reconstruct(s["model"], self.runs[name], guidance=s["guidance"],
-                                           hooks=[Recorder(keys=())]).final
+                                           grid_overrides=s.get("grid_overrides"), hooks=[Recorder(keys=())]).final
         return self._back[name]
 
     def image_nmse(self) -> dict[str, float]:
@@ -93,11 +93,12 @@ class Comparison:
 
 def run_methods(model, z_T: torch.Tensor, steps: int = 50, solver: str = "ddim", guidance: float = 1.0,
                 cond: Any = None, methods: dict[str, dict[str, Any]] | None = None,
-                show_progress: bool = False) -> Comparison:
-    """Sample from ``z_T``, then invert the sample with every method in ``methods``."""
+                show_progress: bool = False, grid_overrides: dict | None = None) -> Comparison:
+    """Sample from ``z_T``, then invert the sample with every method in ``methods`` (all on the
+    solver's grid, changed by ``grid_overrides`` if given, e.g. ``{"final_sigmas_type": "sigma_min"}``)."""
     methods = DEFAULT_METHODS if methods is None else methods
     keep = [Recorder(keys=("x_next", "x0_hat"))]
-    ref = sample(model, z_T, steps, solver, guidance, cond, hooks=keep)
+    ref = sample(model, z_T, steps, solver, guidance, cond, hooks=keep, grid_overrides=grid_overrides)
     runs = {}
     items = methods.items()
     if show_progress:
@@ -108,8 +109,10 @@ def run_methods(model, z_T: torch.Tensor, steps: int = 50, solver: str = "ddim",
         kw = dict(kw)
         if kw.get("gain") == "oracle":
             kw["reference"] = ref
-        runs[name] = invert(model, ref.final, steps, solver, guidance=guidance, cond=cond, hooks=keep, **kw)
-    settings = {"model": model, "steps": steps, "solver": solver, "guidance": guidance, "cond": cond}
+        runs[name] = invert(model, ref.final, steps, solver, guidance=guidance, cond=cond, hooks=keep,
+                            grid_overrides=grid_overrides, **kw)
+    settings = {"model": model, "steps": steps, "solver": solver, "guidance": guidance, "cond": cond,
+                "grid_overrides": grid_overrides}
     return Comparison(z_T, ref, runs, settings)
 
 

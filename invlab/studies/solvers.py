@@ -138,12 +138,15 @@ def tolerance_sweep(model, z_T: torch.Tensor, steps: int, guidance: float, cond:
 
 
 def dpm_variants(model, z_T: torch.Tensor, steps: int = 10, guidance: float = 1.0, cond: Any = None,
-                 variants: Mapping[str, Mapping[str, Any]] | None = None, show_progress: bool = False) -> Comparison:
+                 variants: Mapping[str, Mapping[str, Any]] | None = None, show_progress: bool = False,
+                 grid_overrides: dict | None = None) -> Comparison:
     """Sample with DPM-Solver++(2M) from ``z_T`` and invert it with each variant (default
     :data:`DPM_VARIANTS`: naive DDIM inversion on the same grid, Algorithm 2 with the high-order
-    term frozen entirely or only its past part)."""
+    term frozen entirely or only its past part); ``grid_overrides`` changes the scheduler's config
+    (e.g. ``{"final_sigmas_type": "sigma_min"}``)."""
     methods = {k: dict(v) for k, v in (DPM_VARIANTS if variants is None else variants).items()}
-    return run_methods(model, z_T, steps, "dpmpp2m", guidance, cond, methods, show_progress=show_progress)
+    return run_methods(model, z_T, steps, "dpmpp2m", guidance, cond, methods, show_progress=show_progress,
+                       grid_overrides=grid_overrides)
 
 
 def nfe_breakdown(traj: Trajectory) -> dict[str, np.ndarray]:
