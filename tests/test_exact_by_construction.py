@@ -284,3 +284,13 @@ def test_bad_options_give_clear_errors(digits, real, call, match):
 def test_unknown_solver_lists_the_new_ones(digits):
     with pytest.raises(ValueError, match="edict"):
         invlab.sample(digits, invlab.noise(digits, 1), 5, solver="edikt")
+
+
+@pytest.mark.parametrize("solver", SOLVERS)
+def test_reconstruct_with_another_condition_is_an_edit(digits, real, solver):
+    cond = torch.tensor([0, 1])
+    inv = invlab.invert(digits, real[:2], 10, solver, guidance=3.0, cond=cond, hooks=NOREC)
+    same = invlab.reconstruct(digits, inv, hooks=NOREC)
+    edit = invlab.reconstruct(digits, inv, cond=torch.tensor([7, 7]), hooks=NOREC)
+    assert (same.final - real[:2]).abs().max() <= 1e-11
+    assert (edit.final - real[:2]).abs().max() > 0.1 and edit.config["solver_options"] == inv.config["solver_options"]
