@@ -12,8 +12,8 @@ import torch
 
 import invlab
 from invlab.metrics import pareto_front
-from invlab.studies.zoo import (KNOBS, NO_KNOB, ROW_FIELDS, Entry, default_cond, matched_entries, pareto_points,
-                                run_zoo, series, uses_side_info, winners)
+from invlab.studies.zoo import (EXTRA_KNOBS, KNOBS, NO_KNOB, ROW_FIELDS, Entry, default_cond, matched_entries,
+                                pareto_points, run_zoo, series, uses_side_info, winners)
 
 STEPS = 6
 
@@ -159,3 +159,86 @@ def test_pareto_plot(tmp_path):
     assert (tmp_path / "p.png").exists()
     assert [p["series"] for p in fronts["a"]] == ["naive", "exact"]
     assert method_style("some-new-method") == method_style("some-new-method")
+
+
+# ---- given x0 (real images) -------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def real(gmm):
+    from invlab.studies.families import real_digits
+
+    x0, labels, images = real_digits(gmm, 2, seed=0)
+    entries = [Entry("naive", "naive"), Entry("direct", "direct"), Entry("exact 4x", "exact", {"max_iter": 2}, 4),
+               Entry("negative-prompt", "negative-prompt")]
+    return x0, labels, run_zoo(gmm, entries, steps=4, guidance=3.0, x0=x0, labels=labels, keep_images=True)
+
+
+def test_given_x0_is_what_gets_inverted(gmm, real):
+    """The rows say "real", carry no noise error (no truth), and invert the given images:
+    direct inversion reconstructs exactly that input, and the kept input is it."""
+    x0, labels, rows = real
+    assert [r["source"] for r in rows] == ["real"] * len(rows)
+    for r in rows:
+        assert set(r) == set(ROW_FIELDS) and r["error"] is None and r["batch"] == 2
+        assert math.isnan(r["noise_nmse"]) and all(math.isnan(v) for v in r["noise_nmse_samples"])
+        assert len(r["image_nmse_samples"]) == 2 and math.isfinite(r["image_nmse"])
+        assert torch.equal(r["input"], x0)                  # pixel model: the input images themselves
+    by = {r["label"]: r for r in rows}
+    assert by["direct"]["image_nmse"] == 0.0
+    assert by["naive"]["image_nmse"] > 1e-6                 # a real round trip, not a copy
+    # naive inversion of the given x0, reconstructed by hand, gives the row's number
+    inv = invlab.invert(gmm, x0, 4, "ddim", "naive", 3.0, labels)
+    back = invlab.reconstruct(gmm, inv)
+    per = invlab.metrics.nmse(back.final, x0, reduction="none").tolist()
+    assert by["naive"]["image_nmse"] == pytest.approx(sum(per) / 2, rel=1e-9)     # median of two
+
+
+def test_given_x0_takes_its_labels_as_the_condition(gmm, real):
+    """cond defaults to labels: passing them as cond explicitly gives the same rows; other
+    labels give other numbers."""
+    x0, labels, rows = real
+    same = run_zoo(gmm, [Entry("naive", "naive")], steps=4, guidance=3.0, x0=x0, cond=labels)
+    assert same[0]["image_nmse"] == pytest.approx(rows[0]["image_nmse"], rel=1e-12)
+    other = run_zoo(gmm, [Entry("naive", "naive")], steps=4, guidance=3.0, x0=x0, labels=(labels + 1) % 10)
+    assert other[0]["image_nmse"] != pytest.approx(rows[0]["image_nmse"], rel=1e-6)
+
+
+def test_sampled_rows_say_so_and_bad_inputs_are_refused(gmm, rows):
+    assert {r["source"] for r in rows} == {"sampled"}
+    x0 = torch.zeros(2, *gmm.sample_shape, dtype=torch.float64)
+    with pytest.raises(ValueError, match="batch"):
+        run_zoo(gmm, [Entry("naive", "naive")], steps=2, x0=x0, batch=3)
+    with pytest.raises(ValueError, match="shape"):
+        run_zoo(gmm, [Entry("naive", "naive")], steps=2, x0=x0[0])
+    with pytest.raises(ValueError, match="labels"):
+        run_zoo(gmm, [Entry("naive", "naive")], steps=2, x0=x0, labels=[1, 2, 3])
+    with pytest.raises(ValueError, match="labels"):
+        run_zoo(gmm, [Entry("naive", "naive")], steps=2, labels=[1, 2])
+
+
+def test_winners_never_mix_sampled_and_real(rows, real):
+    best = winners(list(rows) + list(real[2]))
+    assert {w["source"] for w in best} == {"sampled", "real"}
+    assert len(best) == len(winners(rows)) + len(winners(real[2]))
+
+
+def test_the_null_text_lr_variant(gmm):
+    """EXTRA_KNOBS: null-text at lr 0.1, at every budget null-text reaches, its own series; opt-in
+    (matched_entries without extra= is unchanged)."""
+    plain = matched_entries((2, 4, 8))
+    more = matched_entries((2, 4, 8), extra=EXTRA_KNOBS)
+    lr = [e for e in more if e.label.startswith("null-text-lr0.1")]
+    nt = [e for e in more if e.label.startswith("null-text ")]
+    assert [e.label for e in lr] == ["null-text-lr0.1 4x", "null-text-lr0.1 8x"]
+    assert [e.multiple for e in lr] == [e.multiple for e in nt] == [4, 8]
+    for a, b in zip(lr, nt):
+        assert a.method == "null-text" and a.options == {**b.options, "lr": 0.1}
+    assert [e.label for e in more if e not in lr] == [e.label for e in plain]
+    assert series({"label": "null-text-lr0.1 4x", "multiple": 4}) == "null-text-lr0.1"
+    with pytest.raises(ValueError, match="already"):
+        matched_entries((4,), extra={"exact": KNOBS["exact"]})
+    out = run_zoo(gmm, lr[:1] + nt[:1], steps=STEPS, guidance=3.0, batch=2)
+    assert [r["error"] for r in out] == [None, None]
+    assert out[0]["options"]["lr"] == 0.1 and out[0]["nfe"] <= 4 * STEPS
+    assert [p["series"] for p in pareto_points(out)] == ["null-text-lr0.1", "null-text"]
