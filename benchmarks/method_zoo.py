@@ -181,12 +181,11 @@ def pareto(rows: list[dict], models: list[str], guidances: list[float], steps: l
     import matplotlib
 
     matplotlib.use("Agg")
-    from invlab.plots.zoo import METHOD_STYLE, plot_pareto
+    from invlab.plots.zoo import plot_pareto
     from invlab.studies.zoo import pareto_points
 
     # method_style's fallback for this name hashes to C1, fixed-point's colour: give the lr variant a free one
     # (setdefault: a style registered in invlab.plots.zoo wins)
-    METHOD_STYLE.setdefault("null-text-lr0.1", {"color": "C9", "marker": ">"})
 
     panels = {}
     hollow = min(steps) if len(set(steps)) > 1 else None

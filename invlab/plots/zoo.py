@@ -25,6 +25,7 @@ METHOD_STYLE: dict[str, dict[str, str]] = {
     "newton-sign": {"color": "C7", "marker": "<"},
     "renoise": {"color": "C3", "marker": "P"},
     "null-text": {"color": "C4", "marker": "X"},
+    "null-text-lr0.1": {"color": "C9", "marker": ">"},
     "negative-prompt": {"color": "C5", "marker": "*"},
     "direct": {"color": "C6", "marker": "h"},
 }

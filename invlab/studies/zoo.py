@@ -61,6 +61,8 @@ __all__ = ["EXTRA_KNOBS", "Entry", "KNOBS", "KNOB_NAMES", "NO_KNOB", "ROW_FIELDS
 
 #: methods whose cost is fixed at one NFE per step (no budget knob)
 NO_KNOB = ("naive", "easyinv", "negative-prompt", "direct")
+#: methods that only apply to their own solvers (the exact-by-construction samplers), not to DDIM grids
+OWN_SOLVERS_ONLY = ("algebraic",)
 
 
 def _exact(m: int) -> dict | None:
@@ -169,7 +171,7 @@ def matched_entries(multiples: Sequence[int] = (2, 4, 8), methods: Sequence[str]
         if v in knobs:
             raise ValueError(f"extra variant {v!r} is already in KNOBS")
     knobs.update(extra or {})
-    names = list(METHODS) if methods is None else [m for m in methods if m in METHODS]
+    names = [m for m in METHODS if m not in OWN_SOLVERS_ONLY] if methods is None else [m for m in methods if m in METHODS]
     out: list[Entry] = []
     for name in names:
         if name in NO_KNOB:

@@ -29,9 +29,10 @@ class MethodZooExplorer(Explorer):
         if not ok:
             raise ValueError("MethodZooExplorer needs the rows of invlab.studies.zoo.run_zoo with at least one "
                              "successful run (every row has an error or rows is empty)")
-        groups = {(r["model"], r["guidance"], r["steps"]) for r in ok}
+        groups = {(r["model"], r["guidance"], r["steps"], r.get("source", "sampled")) for r in ok}
         if len(groups) != 1:
-            raise ValueError(f"MethodZooExplorer shows one model, guidance and step count; the rows hold {len(groups)} "
+            raise ValueError(f"MethodZooExplorer shows one model, guidance, step count and image source (sampled or "
+                             f"real); the rows hold {len(groups)} "
                              f"({sorted(groups)[:3]}...): filter them first")
         self.rows = ok
         steps = ok[0]["steps"]
