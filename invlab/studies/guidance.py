@@ -12,7 +12,7 @@ from ..metrics import nmse
 from ..trace import ConvergenceWarning
 from .errors import DEFAULT_METHODS, run_methods
 
-__all__ = ["GuidanceSweep", "guidance_sweep", "convergence_map"]
+__all__ = ["GuidanceSweep", "guidance_sweep", "convergence_map", "second_roots"]
 
 
 @dataclass
@@ -88,3 +88,49 @@ def convergence_map(model, z_T: torch.Tensor, steps_list: Sequence[int], guidanc
         out["exact"][i, j] = sweep.rows[(w, "exact")]["noise_nmse"]
         out["naive"][i, j] = sweep.rows[(w, "naive")]["noise_nmse"]
     return out
+
+
+def second_roots(model, z_T: torch.Tensor, steps: int, guidance: float, cond: Any, rel: float = 1e-4) -> list[dict[str, Any]]:
+    """Test the explanation "a large step's equation has more than one solution".
+
+    Sample from ``z_T`` (the true latent at every level is then known), invert with exact
+    inversion, and per sample find the first step whose solve *converged* but whose result left
+    the truth (NMSE > ``rel``) while its input was still on the truth (NMSE < ``rel`` ** 2). At that
+    step the true noisier latent y* solves the same equation Phi(y) = x_t as the solver's y_hat
+    (the sampler produced x_t from y*), so two different roots are exhibited. Returns one dict per
+    such sample: sample, step, levels, ``root_distance`` (NMSE between y_hat and y*),
+    ``residual_solver`` / ``residual_truth`` / ``residual_midpoint`` (RMS of Phi(y) - x_t at each
+    and halfway between them: large there means two separate roots, not one flat valley) and the
+    solver's ``tol``."""
+    from ..inversion import invert
+    from ..sampling import sample
+    from ..trace import Recorder
+    from .solvers import ddim_phi
+
+    ref = sample(model, z_T, steps, "ddim", guidance, cond, hooks=[Recorder(keys=("x_next",))])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        inv = invert(model, ref.final, steps, "ddim", "exact", guidance, cond, hooks=[Recorder(keys=("x_cur", "x_next"))])
+    truth = inv.aligned(ref)                        # truth[k]: the true latent at the inversion's level k
+    c_all = model.check_cond(cond, z_T.shape[0], z_T)
+    found = []
+    with torch.no_grad():
+        for b in range(z_T.shape[0]):
+            for k, r in enumerate(inv.records):
+                x_t, y_hat = r.x_cur[b:b + 1].to(z_T.dtype), r.x_next[b:b + 1].to(z_T.dtype)
+                t_true, y_true = truth[k][b:b + 1].to(z_T.dtype), truth[k + 1][b:b + 1].to(z_T.dtype)
+                if float(nmse(x_t, t_true)) >= rel ** 2:
+                    break                              # the input already left the truth: no clean test
+                if float(nmse(y_hat, y_true)) <= rel:
+                    continue
+                if not r.extras.get("converged"):
+                    break                              # an unconverged step: not a root
+                lt, ls = inv.levels[k], inv.levels[k + 1]
+                c = None if c_all is None else c_all[b:b + 1]
+                res = [float((ddim_phi(model, y, ls, lt, c, guidance) - x_t).pow(2).mean().sqrt())
+                       for y in (y_hat, y_true, (y_hat + y_true) / 2)]
+                found.append({"sample": b, "step": k, "from_label": ls.label, "to_label": lt.label,
+                              "root_distance": float(nmse(y_hat, y_true)), "residual_solver": res[0],
+                              "residual_truth": res[1], "residual_midpoint": res[2], "tol": r.extras.get("tol")})
+                break
+    return found
