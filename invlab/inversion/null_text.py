@@ -46,6 +46,7 @@ DDIM grids only; ``guidance`` must be > 1 (at w = 1 the unconditional input has 
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import torch
@@ -163,8 +164,6 @@ def invert_null_text(setup: Setup, hooks, opts: NullTextOptions, check_finite: b
 
 def _optimise_step(setup: Setup, z: torch.Tensor, s, t, target: torch.Tensor, phi: torch.Tensor, i: int,
                    lr: float, opts: NullTextOptions, check_finite: bool):
-    import time
-
     model, w = setup.model, setup.guidance
     t0, nfe0 = time.perf_counter(), model.nfe
     dims = tuple(range(1, z.dim()))

@@ -129,8 +129,7 @@ class GaussianMixture(Denoiser):
         ids = self.null_cond(batch, like) if cond is None else cond.to(like.device)
         classes = torch.arange(self.num_classes, device=like.device)
         keep = (ids[:, None] < 0) | (ids[:, None] == classes[None, :])
-        zero = torch.zeros((), dtype=like.dtype, device=like.device)
-        return torch.where(keep, zero, torch.full((), -math.inf, dtype=like.dtype, device=like.device))
+        return torch.zeros(keep.shape, dtype=like.dtype, device=like.device).masked_fill(~keep, -math.inf)
 
     # -------------------------------------------------------------- exact eps
     def _responsibilities(self, x: torch.Tensor, alpha: float, sigma: float, cond: torch.Tensor | None):

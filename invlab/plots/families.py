@@ -9,15 +9,14 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from .core import save_figure
-from .zoo import method_style
+from .zoo import METHOD_STYLE, method_style
 
 __all__ = ["plot_direct_offsets", "plot_null_text_trace", "plot_round_trip_errors", "plot_zoo_budget"]
 
 
 def _series(name: str) -> str:
     """The method a display name belongs to ("null-text lr 0.1" -> "null-text"), for its colour."""
-    for key in sorted(("naive", "easyinv", "exact", "fixed-point", "newton", "renoise", "null-text",
-                       "negative-prompt", "direct"), key=len, reverse=True):
+    for key in sorted(METHOD_STYLE, key=len, reverse=True):
         if name.startswith(key):
             return key
     return name

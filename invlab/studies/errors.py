@@ -149,7 +149,7 @@ def restart_from_truth(comparison: Comparison, ks, method: str = "naive") -> dic
 
     s = comparison.settings
     model = s["model"]
-    base = comparison.runs.get(method) or next(iter(comparison.runs.values()))
+    base = comparison.runs[method] if method in comparison.runs else next(iter(comparison.runs.values()))
     truth = base.aligned(comparison.reference)
     x0 = comparison.reference.final
     out = {}

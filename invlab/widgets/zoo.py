@@ -48,7 +48,7 @@ class MethodZooExplorer(Explorer):
         image = ok[0].get("input")
         w = _w()
         pick = w.SelectMultiple(options=names, value=tuple(chosen0), description="methods", rows=min(len(names), 8))
-        budget = select_slider("NFE/step", [b for b in budgets], value=budgets[-1])
+        budget = select_slider("NFE/step", budgets, value=budgets[-1])
 
         def draw(methods, budget):
             limit = budget * steps + 1
@@ -56,8 +56,7 @@ class MethodZooExplorer(Explorer):
             for n in methods:
                 fits = [p for p in points if p["series"] == n and p["cost"] <= limit]
                 best[n] = min(fits, key=lambda p: (p["error"], p["cost"])) if fits else None
-            fig = plot_zoo_budget(points, limit, best, image=image if image is not None else None,
-                                  title=title or "")
+            fig = plot_zoo_budget(points, limit, best, image=image, title=title or "")
             return fig, np.array([np.nan if p is None else p["error"] for p in best.values()], dtype=float)
 
         super().__init__({"methods": pick, "budget": budget}, draw,
