@@ -6,7 +6,7 @@ CONSTRAINTS ?= constraints.txt
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.invlab-installed
 
-.PHONY: venv browser-deps figures quick test clean
+.PHONY: venv browser-deps notebooks figures quick test clean
 
 venv: $(STAMP)
 
@@ -31,6 +31,10 @@ $(BROWSER_STAMP): tests/browser/package.json tests/browser/package-lock.json
 	else \
 		echo "npm not found: not installing tests/browser (the browser test will skip; see README, Two commands)"; \
 	fi
+
+# Rewrite every notebooks/NN_*.ipynb from its percent-format source NN_*.py (jupytext pairs).
+notebooks: $(STAMP)
+	$(PY) -m invlab.nbsync
 
 # Execute every notebook (full mode, embedded default model) and refresh figures/.
 figures: $(STAMP)
