@@ -160,6 +160,52 @@ def check_09(res: dict[str, Any]) -> None:
     assert res["zoo_best_image_nmse"] < res["zoo_naive_image_nmse"] / 10           # 73x seen
 
 
+def check_10(res: dict[str, Any]) -> None:
+    # section 2: the hand-derived inverses recover the start to float64 round-off and equal the package's
+    assert res["dtype"] == "float64"
+    assert max(res["derivation_edict_err"], res["derivation_bdia_err"], res["derivation_belm_err"]) < 1e-12
+    assert res["derivation_vs_package"] < 1e-12
+    # section 3: real digits come back to round-off (1e-14 seen); naive DDIM misses (0.43 seen); NFE from the records
+    for k in ("edict", "bdia", "belm"):
+        assert res[f"{k}_real_image_err"] < 1e-12, k
+    assert res["naive_real_image_err"] > 1e-2
+    assert res["edict_nfe_per_step"] == 2 and res["bdia_nfe_per_step"] == 1 and res["belm_nfe_per_step"] == 1
+    # section 4: the stable settings stay within 2e3 u in float32/64 at every swept step count (<= 3e2 seen);
+    # EDICT p = 0.8 and BDIA gamma = 0.5 leave the band by 50 steps because the inverted state explodes
+    g, std = res["growth"], res["growth_std"]
+    for lab in ("edict p=0.93", "bdia gamma=1", "belm"):
+        for n in res["growth_steps"]:
+            for dt in ("float32", "float64"):
+                assert g[f"{lab} {dt} {n}"] < 2e3, (lab, dt, n)
+    for lab in ("edict p=0.8", "bdia gamma=0.5"):
+        assert g[f"{lab} float64 50"] > 1e3 and std[f"{lab} 50"] > 100, lab    # 3e4 / 1e12 u, std 1e4 / 1e12 seen
+    # section 5 (QUICK: 10 steps): EDICT furthest from DDIM at p = 1 (3x p=0.93 seen); BDIA nearer at smaller gamma
+    q = res["quality"]
+    n = res["quality_steps"][0]
+    assert q[f"edict p=1 {n}"] > 1.5 * max(q[f"edict p=0.93 {n}"], q[f"edict p=0.8 {n}"])
+    assert q[f"bdia gamma=0.5 {n}"] < q[f"bdia gamma=1 {n}"]                        # 0.09 vs 0.20 seen
+    assert res["quality_accuracy"][f"ddim {n}"] >= 0.9
+    # section 6: no recovered noise of a real digit looks like noise; the control draw does
+    t = res["noise_table"]
+    for k in ("naive", "exact", "edict", "bdia", "belm"):
+        assert t[k]["looks_like_noise"] == 0.0, k
+        assert max(t[k]["autocorr_h"], t[k]["autocorr_w"]) > 0.25, k                  # 0.37-0.72 seen; band 0.25
+    assert t["N(0, I) draw"]["looks_like_noise"] == 1.0
+    e = res["edits"]
+    for k in ("exact", "edict", "bdia", "belm"):
+        assert e[k]["recon_rms"] < e["naive"]["recon_rms"] / 100, k                   # 1e-6 vs 4e-2 seen
+    assert min(e[k]["edit_accuracy"] for k in e) >= 0.5                               # 1.0 seen
+    # section 7: construction reaches float64 round-off with a float32 network; solving stops at its tolerance
+    c = res["contrast"]
+    assert res["unet_float64_sensitivity"] < 1e-10
+    for k in ("edict", "bdia", "belm"):
+        assert c[f"{k} float64"]["image_err"] < 1e-12, k
+        assert c[f"{k} float64"]["nfe_per_step"] <= 2
+    assert c["exact (solve, DDIM) float64"]["tol"] == 1e-6
+    assert c["exact (solve, DDIM) float64"]["image_err"] > 1e-9
+    assert c["exact (solve, DDIM) float64"]["nfe_per_step"] > 2
+
+
 #: notebook file stem -> its check
 CHECKS: dict[str, Callable[[dict[str, Any]], None]] = {
     "01_sampling_and_inversion": check_01,
@@ -171,4 +217,5 @@ CHECKS: dict[str, Callable[[dict[str, Any]], None]] = {
     "07_latent_and_decoder_inversion": check_07,
     "08_your_model": check_08,
     "09_method_zoo": check_09,
+    "10_exact_by_construction": check_10,
 }

@@ -13,9 +13,11 @@ from .kalman import *  # noqa: F401,F403
 from .kalman import __all__ as _kalman
 from .latent import *  # noqa: F401,F403
 from .latent import __all__ as _latent
+from .reversible import *  # noqa: F401,F403
+from .reversible import __all__ as _reversible
 from .solvers import *  # noqa: F401,F403
 from .solvers import __all__ as _solvers
 from .zoo import *  # noqa: F401,F403
 from .zoo import __all__ as _zoo
 
-__all__ = [*_core, *_flows, *_guidance, *_kalman, *_latent, *_solvers, *_zoo]
+__all__ = [*_core, *_flows, *_guidance, *_kalman, *_latent, *_reversible, *_solvers, *_zoo]

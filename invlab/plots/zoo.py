@@ -28,6 +28,10 @@ METHOD_STYLE: dict[str, dict[str, str]] = {
     "null-text-lr0.1": {"color": "C9", "marker": ">"},
     "negative-prompt": {"color": "C5", "marker": "*"},
     "direct": {"color": "C6", "marker": "h"},
+    "edict": {"color": "#8c6d31", "marker": "p"},
+    "bdia": {"color": "#17becf", "marker": "d"},
+    "belm": {"color": "#393b79", "marker": "8"},
+    "N(0, I) draw": {"color": "k", "marker": "."},
 }
 _SPARE_MARKERS = "p>d8H"
 
