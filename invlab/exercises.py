@@ -99,8 +99,8 @@ def _call(fn: Callable, *args: Any) -> Any:
         with torch.no_grad():
             return fn(*args)
     except NotImplementedError:
-        raise _Verdict("not written", f"not written yet: {name} raises NotImplementedError. Replace that line with "
-                                      "your code and run the check again.") from None
+        raise _Verdict("not written", f"{name} is not written yet (it raises NotImplementedError): replace that "
+                                      "line with your code and run this cell again.") from None
     except Exception as e:  # the learner's own bug: report it, do not crash the notebook
         raise _Verdict("wrong", f"{name} raised {type(e).__name__}: {e}") from None
 

@@ -171,8 +171,40 @@ publish(steps=steps, guidance=cfg.guidance, noise_nmse=noise_nmse, image_nmse=im
         noise_nmse_w1=w1_noise, first_step_error=float(errors[f"naive  w={cfg.guidance:g}"][0]),
         nfe=inv.nfe)
 
+
 # %% [markdown]
 # The reconstructed digits look right, but the noise they came from is measurably wrong (see `noise_nmse`), and more so with guidance. Later notebooks fix this: EasyInv (notebook 05) and exact inversion (notebook 06).
+
+# %% [markdown]
+# ## Exercise: write the naive step yourself
+#
+# Section 3 wrote one step inline. Write it as a function that works for any pair of levels:
+# `eps_fn(x, label)` returns the guided noise prediction at state `x` fed the timestep `label`;
+# `x` is the known latent at level `cur`; `nxt` is the noisier level (a level has `.alpha`,
+# `.sigma` and `.label`). Return
+#
+# $$\hat\varepsilon=\varepsilon_\theta(x, t_{\rm nxt}),\qquad \hat x_0=\frac{x-\sigma_{\rm cur}\hat\varepsilon}{\alpha_{\rm cur}},\qquad x_{\rm nxt}=\alpha_{\rm nxt}\,\hat x_0+\sigma_{\rm nxt}\,\hat\varepsilon .$$
+#
+# The check cell runs your function on every step of a naive inversion of the analytic mixture
+# and compares it with invlab's; when something is off it says what (a label, a sign, the
+# direction). Until your function passes, the cell uses the worked solution, `invlab.solutions.naive_step`.
+
+# %%
+def my_naive_step(eps_fn, x, cur, nxt):
+    """One naive inversion step from level cur up to the noisier level nxt."""
+    raise NotImplementedError("your code here")
+
+
+# %%
+from invlab import exercises, solutions
+
+check = exercises.check_naive_step(my_naive_step)
+naive_step = check.pick(my_naive_step, solutions.naive_step)
+eps_fn = lambda x, label: model.eps(x, label, model.check_cond(cond, batch, x), cfg.guidance).eps
+x = fwd.final
+for cur, nxt in zip(inv.levels[:-1], inv.levels[1:]):
+    x = naive_step(eps_fn, x, cur, nxt)
+print(f"that step, chained over all {steps} levels, gives invlab's inverted noise:", torch.allclose(x, inv.final))
 
 # %% [markdown]
 # ## Questions to try

@@ -202,6 +202,34 @@ explorer = FlowExplorer(model, z_T, cond, steps_options=[5, 10, 20, 50], guidanc
                         substeps=10 if cfg.quick else 40, steps=steps if steps in (5, 10, 20, 50) else None)
 explorer
 
+
+# %% [markdown]
+# ## Exercise: the DDIM step as an Euler step
+#
+# Section 1 said that in the scaled coordinates $y=x/\alpha$, $\rho=\sigma/\alpha$ the flow is
+# $dy/d\rho=\varepsilon$, and section 2 that one DDIM step is an Euler step of it. Write the step
+# that way, from the state $x_s$ at level `s` and the noise prediction `eps` used for the step, to level `t`:
+#
+# $$y_s=\frac{x_s}{\alpha_s},\qquad y_t=y_s+(\rho_t-\rho_s)\,\hat\varepsilon,\qquad x_t=\alpha_t\,y_t .$$
+#
+# The check compares it with invlab's DDIM step ($\alpha_t\hat x_0+\sigma_t\hat\varepsilon$, in
+# `invlab.steps`) on points of this mixture, for sampling steps and for inversion steps ($t$ noisier
+# than $s$: the same formula). Until your function passes, the cell uses `invlab.solutions.ddim_euler_step`.
+
+# %%
+def my_ddim_euler_step(x_s, eps, s, t):
+    """The DDIM step from level s to level t, written as one Euler step in (y, rho)."""
+    raise NotImplementedError("your code here")
+
+
+# %%
+from invlab import exercises, solutions
+
+check = exercises.check_ddim_euler_step(my_ddim_euler_step)
+ddim_euler_step = check.pick(my_ddim_euler_step, solutions.ddim_euler_step)
+print("section 3's large step lands on the blue dot:", torch.allclose(ddim_euler_step(step.x_s, step.eps_s, s_lv, t_lv), step.x_t_ddim))
+print("and its naive inverse on the red cross:", torch.allclose(ddim_euler_step(step.x_t_ddim, step.eps_t, t_lv, s_lv), step.x_s_naive))
+
 # %% [markdown]
 # ## Questions to try
 #

@@ -168,6 +168,40 @@ publish(steps=steps, guidance=cfg.guidance, naive_noise_nmse=final["naive"], eas
         restart_steps=restart_ks, restart_noise_nmse=[restarts[k]["noise_nmse"] for k in restart_ks],
         naive_error_monotone=bool((acc[1:] >= acc[:-1] * 0.999).all()))
 
+
+# %% [markdown]
+# ## Exercise: the local error, written by you
+#
+# Section 2 called `local_step_errors`. Write it: `truth` holds the true latents in inversion order
+# (`truth[k]` at `levels[k]`, shape `(N + 1, B, ...)`), `step(x, cur, nxt)` is one naive step. Start
+# every step from the truth and compare with the true next latent, per sample, then average over the batch:
+#
+# $$e_k=\frac1B\sum_{b}\frac{\|\mathrm{step}(x^\star_{k})_b-x^\star_{k+1,b}\|^2}{\|x^\star_{k+1,b}\|^2},\qquad k=0,\dots,N-1 .$$
+#
+# The check compares your function with invlab's on a naive inversion of the analytic mixture, and
+# recognises the accumulated error when it sees it. Until your function passes, the cell uses
+# `invlab.solutions.local_errors`.
+
+# %%
+def my_local_errors(truth, levels, step):
+    """The NMSE of one naive step started from the truth, for every step: a tensor of shape (N,)."""
+    raise NotImplementedError("your code here")
+
+
+# %%
+from invlab import exercises, solutions
+
+check = exercises.check_local_errors(my_local_errors)
+local_errors = check.pick(my_local_errors, solutions.local_errors)
+c = model.check_cond(cond, batch, cmp.z_T)
+
+def naive(x, cur, nxt):
+    eps = model.eps(x, nxt.label, c, cfg.guidance).eps
+    return invlab.steps.ddim_step(invlab.steps.x0_from_eps(x, eps, cur), eps, nxt)
+
+mine = local_errors(truth.to(cfg.dtype), list(cmp.runs["naive"].levels), naive)
+print("on this notebook's run it gives section 2's local curve:", torch.allclose(mine, local))
+
 # %% [markdown]
 # ## Questions to try
 #

@@ -221,6 +221,33 @@ if cmap is not None:
                    map_converged_most_steps_low_w=float(cmap["converged"][-1, 0]))
 publish(**numbers)
 
+
+# %% [markdown]
+# ## Exercise: the guided noise prediction
+#
+# Every inversion step on this page uses the guided noise prediction. Write it from the two branches
+# the network returns, the unconditional `eps_u` and the conditional `eps_c`:
+#
+# $$\hat\varepsilon=\varepsilon_u+w\,(\varepsilon_c-\varepsilon_u).$$
+#
+# The check compares it with what invlab's `Denoiser.eps` forms at several $w$, and knows the usual
+# slips (swapped branches, the $(1+w)$ convention of the guidance paper, in which $w=0$ means no
+# guidance). Until your function passes, the cell uses `invlab.solutions.guided_eps`.
+
+# %%
+def my_guided_eps(eps_u, eps_c, w):
+    """Classifier-free guidance: the guided eps from the unconditional and conditional ones."""
+    raise NotImplementedError("your code here")
+
+
+# %%
+from invlab import exercises, solutions
+
+check = exercises.check_guided_eps(my_guided_eps)
+guided_eps = check.pick(my_guided_eps, solutions.guided_eps)
+out = cfg.model.eps(z_T, 500.0, cfg.model.check_cond(cond, batch, z_T), 5.0)
+print("on this notebook's model at w = 5:", torch.allclose(guided_eps(out.eps_uncond, out.eps_cond, 5.0), out.eps))
+
 # %% [markdown]
 # ## Questions to try
 #

@@ -203,6 +203,7 @@ publish(steps=steps, guidance=cfg.guidance, eta=ETA, blend_steps=len(blend),
         naive_nfe=study.nfe()["naive"], eta_nfe=study.nfe()[const], oracle_nfe=study.nfe()["oracle"], adaptive_nfe=study.nfe()["adaptive"],
         oracle_le_eta_same_state=on_same_state, oracle_le_eta_each_blended_step=run_vs_run, eta_after_over_before=worse, **trained)
 
+
 # %% [markdown]
 # ## 7. Where the analogy stops
 #
@@ -221,6 +222,36 @@ publish(steps=steps, guidance=cfg.guidance, eta=ETA, blend_steps=len(blend),
 #   inversion undershoots every step, and the optimal correction extrapolates. A constant $\eta<1$ can only
 #   move the wrong way; that is why EasyInv raises the error here. (On Stable Diffusion with strong guidance,
 #   the paper reports the opposite, which these analytic and small trained models do not reproduce.)
+
+# %% [markdown]
+# ## Exercise: the oracle gain
+#
+# Write the oracle's weight on the prediction of section 2, one number per sample, from the
+# prediction $\bar x$ (the naive step), the measurement $y$ (the previous latent) and the true latent
+# $x^\star$ at the step's target level (each of shape `(B, ...)`):
+#
+# $$\eta^\star=\frac{\langle x^\star-y,\;\bar x-y\rangle}{\|\bar x-y\|^2}\qquad(\text{sums over each sample's entries}).$$
+#
+# The check compares it with the formula `gain="oracle"` uses, on the states of a naive inversion
+# of the analytic mixture. Until your function passes, the cell uses `invlab.solutions.oracle_eta`.
+
+# %%
+def my_oracle_eta(prediction, measurement, truth):
+    """The least-squares weight eta* on the prediction, per sample: shape (B,)."""
+    raise NotImplementedError("your code here")
+
+
+# %%
+from invlab import exercises, solutions
+
+check = exercises.check_oracle_eta(my_oracle_eta)
+oracle_eta = check.pick(my_oracle_eta, solutions.oracle_eta)
+i0 = ez.config["blend_steps"][0]           # before the first blend every run is in the same state
+r0, lv0, lv1 = ez.records[i0], ez.levels[i0], ez.levels[i0 + 1]
+x_bar0 = invlab.steps.ddim_step(invlab.steps.x0_from_eps(r0.x_cur, r0.eps, lv0), r0.eps, lv1)
+eta0 = oracle_eta(x_bar0, r0.x_cur, ez.aligned(ref)[i0 + 1])
+print(f"step {i0}: eta* per sample {np.round(eta0.numpy(), 4)}; invlab's oracle run used "
+      f"{np.round(study.runs['oracle'].records[i0].extras['eta'], 4)}")
 
 # %% [markdown]
 # ## Questions to try

@@ -329,6 +329,35 @@ publish(exact_float64_noise_nmse=prec["float64"]["noise_nmse"]["exact"], exact_f
 explorer = InnerSolverExplorer(cmp.runs, tol=1e-9)
 explorer
 
+
+# %% [markdown]
+# ## Exercise: Algorithm 1's inner iteration
+#
+# The exact-inversion paper's inner solver, the forward step, replaces the Jacobian of $\Phi$ by the
+# identity and walks against the residual:
+#
+# $$y \leftarrow y-\rho\,\big(\Phi(y)-x_t\big),$$
+#
+# run `iterations` times from the starting guess `y0`; `phi(y)` evaluates $\Phi$. Write it; the check
+# compares it with invlab's inner solver (`inner="forward-step"`) on a DDIM step of the analytic
+# mixture. Until your function passes, the cell uses `invlab.solutions.forward_step_solve`.
+
+# %%
+def my_forward_step_solve(phi, x_t, y0, rho, iterations):
+    """`iterations` forward steps y <- y - rho (phi(y) - x_t) from y0; returns the last y."""
+    raise NotImplementedError("your code here")
+
+
+# %%
+from invlab import exercises, solutions
+
+check = exercises.check_forward_step_solve(my_forward_step_solve)
+forward_step_solve = check.pick(my_forward_step_solve, solutions.forward_step_solve)
+for n in (1, 5, 20):
+    y = forward_step_solve(lambda v: phi(v, s, t), x_t, naive_guess, 1.0, n)
+    print(f"section 1's step after {n:2d} forward steps: |Phi(y) - x_t| = {rms(phi(y, s, t) - x_t):.1e}, "
+          f"|y - true x_s| = {rms(y - x_s):.1e}   (RMS)")
+
 # %% [markdown]
 # ## Questions to try
 #

@@ -201,6 +201,36 @@ explorer = ImageChainExplorer({
 })
 explorer
 
+
+# %% [markdown]
+# ## Exercise: one gradient-free step
+#
+# Section 2's gradient-free method moves the latent against the mismatch of the encoder's view:
+#
+# $$z \leftarrow z-\rho\,\big(s\,E(D(z/s)) - s\,E(x)\big),$$
+#
+# with $E$ the encoder's posterior mean (`vae.encode(img).latent_dist.mean`), $D$ the decoder
+# (`vae.decode(latent).sample`) and $s$ the scaling factor, as in section 1. Write one step; the check
+# compares it with `invlab.invert_decoder(method="gradient-free", gf_update="plain")` and names the
+# usual slips (a sign, a missing $s$). Until your function passes, the cell uses
+# `invlab.solutions.gradient_free_step`.
+
+# %%
+def my_gradient_free_step(z, x, vae, s, rho):
+    """One gradient-free decoder-inversion step from the scaled latent z, for the image x."""
+    raise NotImplementedError("your code here")
+
+
+# %%
+from invlab import exercises, solutions
+
+check = exercises.check_gradient_free_step(my_gradient_free_step)
+gradient_free_step = check.pick(my_gradient_free_step, solutions.gradient_free_step)
+z = z_E
+for k in range(1, 6):
+    z = gradient_free_step(z, x, model.vae, model.scaling_factor, 0.5)
+    print(f"plain step {k} (rho = 0.5): pixel MSE {mse(model.decode(z), x):.3e}   (encoder's: {mse(x_E, x):.3e})")
+
 # %% [markdown]
 # ## Questions to try
 #

@@ -195,6 +195,39 @@ if split is not None:
                    encoder_exact_vae=split[("encoder", "exact")].vae_mse)
 publish(**numbers)
 
+
+# %% [markdown]
+# ## Exercise: what an adapter converts
+#
+# Networks are trained to predict the noise $\varepsilon$, the velocity $v$ or the clean sample $x_0$
+# (diffusers' `"epsilon"`, `"v_prediction"`, `"sample"`); every method here works with $\varepsilon$,
+# so the adapter converts. From
+#
+# $$x_t=\alpha_t x_0+\sigma_t\varepsilon,\qquad v=\alpha_t\varepsilon-\sigma_t x_0,\qquad \alpha_t^2+\sigma_t^2=1,$$
+#
+# solve for $\varepsilon$ given $x_t$ and the network's output `out`, for each prediction type
+# (`level` has `.alpha` and `.sigma`). The check compares your function with `Denoiser.to_eps`, which
+# every model in invlab goes through. Until your function passes, the cell uses
+# `invlab.solutions.eps_from_prediction`.
+
+# %%
+def my_eps_from_prediction(out, x, level, prediction_type):
+    """The network's output `out` at state x (level `level`) as a noise prediction eps."""
+    raise NotImplementedError("your code here")
+
+
+# %%
+from invlab import exercises, solutions
+
+check = exercises.check_eps_from_prediction(my_eps_from_prediction)
+eps_from_prediction = check.pick(my_eps_from_prediction, solutions.eps_from_prediction)
+label = cmp.reference.levels[steps // 2].label
+x_mid = cmp.reference.latents()[steps // 2].to(cfg.device)
+raw = model.forward_raw(x_mid, label, model.check_cond(cond, batch, x_mid))
+print(f"{model.name} predicts {model.prediction_type!r}; converted as the adapter does:",
+      torch.allclose(eps_from_prediction(raw, x_mid, model.schedule.level(label), model.prediction_type),
+                     model.to_eps(raw, x_mid, label)))
+
 # %% [markdown]
 # ## Questions to try
 #

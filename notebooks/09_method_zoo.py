@@ -325,6 +325,37 @@ publish(steps=steps, batch=batch, guidance=cfg.guidance, high_guidance=HIGH_GUID
 explorer = MethodZooExplorer(rows_zoo, title=f"{model.name}, {steps} steps, w = {cfg.guidance:g}")
 explorer
 
+
+# %% [markdown]
+# ## Exercise: one ReNoise step
+#
+# Write ReNoise's update from section 1 for one step from the known latent `x` at level `cur` to the
+# noisier level `nxt`, with $K$ = `renoise_steps` and $(a, b)$ = `average_range`; `eps_fn(x, label)` is the
+# guided noise prediction and $\mathrm{InvStep}(x;\varepsilon)=\alpha_{\rm nxt}(x-\sigma_{\rm cur}\varepsilon)/\alpha_{\rm cur}+\sigma_{\rm nxt}\varepsilon$:
+#
+# $$y^{(0)}=x,\qquad \varepsilon^{(k)}=\varepsilon_\theta(y^{(k)}, t_{\rm nxt}),\qquad y^{(k+1)}=\mathrm{InvStep}(x;\varepsilon^{(k)}),\quad k=0,\dots,K;$$
+# $$\text{result: } \mathrm{InvStep}\Big(x;\ \tfrac{1}{b-a}\textstyle\sum_{a\le k<b}\varepsilon^{(k)}\Big).$$
+#
+# The check compares it with every step of `invlab.invert(method="renoise")` (its first-step rule
+# switched off). Until your function passes, the cell uses `invlab.solutions.renoise_step`.
+
+# %%
+def my_renoise_step(eps_fn, x, cur, nxt, renoise_steps, average_range):
+    """One ReNoise inversion step from level cur up to the noisier level nxt."""
+    raise NotImplementedError("your code here")
+
+
+# %%
+from invlab import exercises, solutions
+
+check = exercises.check_renoise_step(my_renoise_step)
+renoise_step = check.pick(my_renoise_step, solutions.renoise_step)
+run = noise_cmp.runs["renoise"]
+k = steps - 1                                   # the last step: its target label is above the first-step rule's 250
+eps_fn = lambda x, label: model.eps(x, label, model.check_cond(cond, batch, x), cfg.guidance).eps
+mine = renoise_step(eps_fn, run.latents()[k], run.levels[k], run.levels[k + 1], 9, (8, 10))
+print(f"section 2's ReNoise run, last step: largest difference {float((mine - run.latents()[k + 1]).abs().max()):.1e}")
+
 # %% [markdown]
 # ## Questions to try
 #
