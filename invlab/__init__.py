@@ -29,9 +29,9 @@ _EXPORTS = {
     "METHODS": "inversion", "invert": "inversion", "invert_decoder": "inversion",
     "sample": "sampling", "noise": "sampling", "reconstruct": "reconstruct",
 }
-_SUBMODULES = {"checks", "data", "inversion", "loop", "metrics", "models", "nbsetup", "notebooks", "plots",
-               "quality", "report", "reversible", "sampling", "schedules", "steps", "studies", "trace", "train",
-               "widgets"}
+_SUBMODULES = {"checks", "data", "exercises", "inversion", "loop", "metrics", "models", "nbsetup", "notebooks",
+               "plots", "quality", "report", "reversible", "sampling", "schedules", "solutions", "steps", "studies",
+               "trace", "train", "widgets"}
 
 
 def __getattr__(name: str) -> Any:

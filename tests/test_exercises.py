@@ -206,6 +206,9 @@ MISTAKES = [
     (ex.check_renoise_step, _renoise_chained, "starts from the known x"),
     (ex.check_renoise_step, _renoise_last, "no averaging"),
     (ex.check_renoise_step, _renoise_current_label, "target (noisier) level's label"),
+    (ex.check_renoise_step, lambda eps_fn, x, cur, nxt, K, rng: so.renoise_step(eps_fn, x, cur, nxt, K,
+                                                                               (rng[0] - 1, rng[1] - 1)),
+     "counting from eps^(0)"),
 ]
 
 
@@ -215,3 +218,27 @@ def test_mistake_is_reported(check, wrong, expected):
     result = check(wrong, verbose=False)
     assert result.status == "wrong", result.message
     assert expected in result.message, result.message
+
+
+# ---------------------------------------------------------------- the notebooks use them
+
+NB_DIR = __import__("pathlib").Path(__file__).resolve().parent.parent / "notebooks"
+NOTEBOOKS = sorted(NB_DIR.glob("0[1-9]_*.py"))
+
+
+@pytest.mark.parametrize("py", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_has_an_exercise_before_the_questions(py):
+    """A stub for the learner, a check cell that falls back to the solution, before 'Questions to try'."""
+    src = py.read_text()
+    start, questions = src.find("## Exercise:"), src.find("## Questions to try")
+    assert 0 < start < questions, f"{py.name}: no exercise before 'Questions to try'"
+    cell = src[start:questions]
+    assert 'raise NotImplementedError("your code here")' in cell
+    assert "exercises.check_" in cell and ".pick(my_" in cell and "solutions." in cell
+
+
+def test_every_check_is_used_by_a_notebook():
+    text = "".join(p.read_text() for p in NOTEBOOKS)
+    assert len(NOTEBOOKS) == 9
+    for c, _ in PAIRS.values():
+        assert f"exercises.{c.__name__}(" in text, f"{c.__name__} is in no notebook"
