@@ -93,7 +93,8 @@ def _checked(exercise: str, fn_name: str):
 
 
 def _call(fn: Callable, *args: Any) -> Any:
-    """Call the learner's function; NotImplementedError means "not written yet"."""
+    """Call the learner's function (on copies: an in-place edit must not change the test data);
+    NotImplementedError means "not written yet"."""
     name = getattr(fn, "__name__", "your function")
     try:
         with torch.no_grad():
@@ -187,7 +188,7 @@ def check_naive_step(fn: Callable) -> None:
     for k, r in enumerate(inv.records):
         cur, nxt = inv.levels[k], inv.levels[k + 1]
         x = r.x_cur
-        got = _call(fn, eps_fn, x, cur, nxt)
+        got = _call(fn, eps_fn, x.clone(), cur, nxt)
         e_t, e_c = eps_fn(x, nxt.label), eps_fn(x, cur.label)
         x0 = (x - cur.sigma * e_t) / cur.alpha
         hints = [
@@ -221,7 +222,7 @@ def check_ddim_euler_step(fn: Callable) -> None:
         for s, t in ((grid.levels[i], grid.levels[i + 1]), (grid.levels[i + 1], grid.levels[i])):
             eps = model.eps(x, s.label).eps
             want = _inv_step(x, eps, s, t)
-            got = _call(fn, x, eps, s, t)
+            got = _call(fn, x.clone(), eps.clone(), s, t)
             y_t = x / s.alpha + (t.sigma / t.alpha - s.sigma / s.alpha) * eps
             hints = [
                 ("you returned y_t = x_t / alpha_t; multiply back by alpha_t", y_t),
@@ -294,7 +295,7 @@ def check_guided_eps(fn: Callable) -> None:
     for w in (2.0, 3.0, 7.5):
         out = model.eps(x, 500.0, c, w)
         eu, ec = out.eps_uncond, out.eps_cond
-        got = _call(fn, eu, ec, w)
+        got = _call(fn, eu.clone(), ec.clone(), w)
         hints = [
             ("that is the (1 + w) convention, eps_c + w (eps_c - eps_u) (the classifier-free guidance paper's); "
              "invlab and diffusers write eps_u + w (eps_c - eps_u), so that w = 1 means no guidance",
@@ -306,7 +307,7 @@ def check_guided_eps(fn: Callable) -> None:
              eu + (ec - eu) / w),
         ]
         _compare(got, out.eps, f"w = {w:g}", hints)
-    got = _call(fn, eu, ec, 1.0)
+    got = _call(fn, eu.clone(), ec.clone(), 1.0)
     _compare(got, ec, "w = 1 (no guidance: the result must be eps_c)")
 
 
@@ -433,7 +434,7 @@ def check_gradient_free_step(fn: Callable) -> None:
         z = z_start = model.encode(x)
         with torch.no_grad():
             for _ in range(iterations):
-                z = _call(fn, z, x.clone(), vae, s, rho)
+                z = _call(fn, z.clone(), x.clone(), vae, s, rho)
                 if not isinstance(z, torch.Tensor):
                     break
             z0 = z_start

@@ -242,3 +242,17 @@ def test_every_check_is_used_by_a_notebook():
     assert len(NOTEBOOKS) == 9
     for c, _ in PAIRS.values():
         assert f"exercises.{c.__name__}(" in text, f"{c.__name__} is in no notebook"
+
+
+def test_in_place_edits_do_not_change_the_test_data():
+    def in_place(eps_u, eps_c, w):
+        return eps_u.add_(w * (eps_c - eps_u))   # right answer, written into its input
+
+    def naive_in_place(eps_fn, x, cur, nxt):
+        eps = eps_fn(x, nxt.label)
+        return x.sub_(cur.sigma * eps).div_(cur.alpha).mul_(nxt.alpha).add_(nxt.sigma * eps)
+
+    assert ex.check_guided_eps(in_place, verbose=False).ok
+    assert ex.check_naive_step(naive_in_place, verbose=False).ok
+    assert ex.check_guided_eps(so.guided_eps, verbose=False).ok
+    assert ex.check_naive_step(so.naive_step, verbose=False).ok
