@@ -6,7 +6,7 @@ CONSTRAINTS ?= constraints.txt
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.invlab-installed
 
-.PHONY: venv browser-deps notebooks figures quick test clean
+.PHONY: venv browser-deps notebooks figures quick site test clean
 
 venv: $(STAMP)
 
@@ -43,6 +43,18 @@ figures: $(STAMP)
 # The same in QUICK mode (what CI executes inside the tests).
 quick: $(STAMP)
 	$(PY) -m invlab.notebooks --mode quick --figures build/figures-quick --out build/notebooks-quick
+
+# A static HTML site of the course executed in full mode (build/site/index.html), to read without
+# running it. A notebook is executed again only when its source is newer than its executed copy in
+# build/notebooks (`make -B site` re-executes all); a failed run leaves no copy behind.
+SOURCES := $(wildcard notebooks/[0-9][0-9]_*.ipynb)
+EXECUTED := $(patsubst notebooks/%,build/notebooks/%,$(SOURCES))
+
+build/notebooks/%.ipynb: notebooks/%.ipynb | $(STAMP)
+	$(PY) -m invlab.notebooks --mode full --out build/notebooks --figures figures --only $* || { rm -f $@; exit 1; }
+
+site: $(EXECUTED) | $(STAMP)
+	$(PY) -m invlab.site --notebooks build/notebooks --out build/site
 
 test: $(STAMP) $(BROWSER_STAMP)
 	$(PY) -m pytest

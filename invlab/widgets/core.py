@@ -128,6 +128,7 @@ class Explorer:
         self.renders = 0
         self.summary: np.ndarray | None = None
         self.values: dict[str, Any] = {}
+        self.png = ""
         for c in controls.values():
             c.observe(self._changed, names="value")
         header = [w.HTML(f"<b>{title}</b>")] if title else []
@@ -146,12 +147,19 @@ class Explorer:
         # messages on the shell channel while they wait on it, which now and then hangs the cell
         # (seen here 2 times in ~80 QUICK notebook runs; nbclient issue #312). The frontend shows
         # the same PNG either way, and the swap is atomic (no flicker, like clear_output(wait=True)).
-        self.out.outputs = (figure_output(fig),)
+        shown = figure_output(fig)
+        self.out.outputs = (shown,)
+        self.png = shown["data"]["image/png"]  # the picture a static page shows (see _repr_mimebundle_)
         plt.close(fig)
         self.renders += 1
 
     def _repr_mimebundle_(self, **kwargs):
-        return self.box._repr_mimebundle_(**kwargs)
+        # The live widget, plus the current figure as a PNG: JupyterLab renders the widget view
+        # (its renderer ranks first), while a page built without widget state (nbconvert HTML,
+        # GitHub) shows the picture where it would otherwise print "VBox(...)".
+        bundle = dict(self.box._repr_mimebundle_(**kwargs) or {})
+        bundle["image/png"] = self.png
+        return bundle
 
 
 class StepExplorer(Explorer):
