@@ -206,6 +206,40 @@ def check_10(res: dict[str, Any]) -> None:
     assert c["exact (solve, DDIM) float64"]["nfe_per_step"] > 2
 
 
+def check_11(res: dict[str, Any]) -> None:
+    assert res["loop_vs_invlab"] < 1e-12                       # the hand-written loop is invlab's naive inversion
+    f = res["fingerprints"]
+    # the correct loop's own error: its second step dominates the local curve (8.9e-3 of ~1e-2 in total seen)
+    assert res["correct_local_max_step"] == 2 and res["correct_local_max_share"] > 0.5
+    # a spike: 1e10 at the first step seen
+    assert f["unguarded-index"]["first_step_local_ratio"] > 1e6
+    assert f["float16"]["first_step_local_ratio"] > 3                                  # 28x seen
+    # wrong from the start, then carried; the local curve unchanged
+    assert f["skip-first"]["first_step_accumulated_ratio"] > 100                       # 880x seen
+    assert abs(f["skip-first"]["first_step_local_ratio"] - 1) < 1e-9
+    if "vae-scale" in f:
+        assert f["vae-scale"]["start_nmse"] > 0.1 and f["vae-scale"]["start_nmse"] > 10 * res["correct_latent_start_nmse"]
+        assert f["vae-sample"]["start_nmse"] > 1.2 * res["correct_latent_start_nmse"]   # 2x seen
+    # wrong at every step
+    assert f["prompt-mismatch"]["median_local_ratio"] > 5                               # 23x seen
+    assert f["prompt-mismatch"]["final_noise_nmse"] > 3 * f["prompt-mismatch"]["correct_final_noise_nmse"]
+    assert f["dpm-as-ddim"]["first_step_accumulated_ratio"] > 1.5                       # 2.2x seen
+    # a changed shape: worse first step, better later ones (label, v level); guidance: only the noisy end moves
+    for k in ("current-label", "v-wrong-level"):
+        assert f[k]["first_step_local_ratio"] > 2 and f[k]["median_local_ratio"] < 0.8, k  # 71x / 0.04, 3.2x / 0.56 seen
+    assert abs(f["guidance-mismatch"]["first_step_local_ratio"] - 1) < 1e-6
+    assert f["guidance-mismatch"]["last_step_local_ratio"] > 2                          # 4x seen
+    assert f["skip-last"]["first_step_accumulated_ratio"] == 1.0
+    # without ground truth: the forward residual sees the spike, not the VAE's wrong start
+    r = res["residual_first_step_ratio"]
+    assert r["unguarded-index"] > 1e3 and r["prompt-mismatch"] > 10 and r["skip-first"] > 5
+    if "vae-scale" in r:
+        assert r["vae-scale"] < 3 and r["vae-sample"] < 3
+    # the tracing API: the labels the network saw; the swap-in intervention finds the early steps
+    assert res["target_first_label"] > res["current_first_label"]
+    assert res["swap_best"] < res["swap_base"] / 2 and res["swap_best_step"] < res["steps"] // 4
+
+
 #: notebook file stem -> its check
 CHECKS: dict[str, Callable[[dict[str, Any]], None]] = {
     "01_sampling_and_inversion": check_01,
@@ -218,4 +252,5 @@ CHECKS: dict[str, Callable[[dict[str, Any]], None]] = {
     "08_your_model": check_08,
     "09_method_zoo": check_09,
     "10_exact_by_construction": check_10,
+    "11_bug_gallery": check_11,
 }

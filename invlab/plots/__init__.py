@@ -3,6 +3,8 @@
 They know nothing about models or methods. One submodule per topic; all re-exported here.
 """
 
+from .bugs import *  # noqa: F401,F403
+from .bugs import __all__ as _bugs
 from .core import *  # noqa: F401,F403
 from .core import __all__ as _core
 from .flows import *  # noqa: F401,F403
@@ -20,4 +22,4 @@ from .solvers import __all__ as _solvers
 from .zoo import *  # noqa: F401,F403
 from .zoo import __all__ as _zoo
 
-__all__ = [*_core, *_flows, *_guidance, *_kalman, *_latent, *_reversible, *_solvers, *_zoo]
+__all__ = [*_bugs, *_core, *_flows, *_guidance, *_kalman, *_latent, *_reversible, *_solvers, *_zoo]
