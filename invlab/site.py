@@ -201,11 +201,29 @@ Built with nbconvert by <code>python -m invlab.site</code> (<code>make site</cod
     return _page("invlab course", body)
 
 
+def _github_ids(body: str) -> str:
+    """Heading ids as GitHub writes them (``## 1. Set-up`` -> ``1-set-up``), which the guide's own
+    links use; nbconvert's renderer keeps case and punctuation."""
+    seen: dict[str, int] = {}
+
+    def swap(m):
+        level, old, inner = m.group(1), m.group(2), m.group(3)
+        text = html.unescape(re.sub(r"<[^>]+>", "", inner)).replace("\u00b6", "").strip()
+        slug = re.sub(r"[^\w\- ]", "", text.lower()).replace(" ", "-")
+        n = seen.get(slug, 0)
+        seen[slug] = n + 1
+        slug = f"{slug}-{n}" if n else slug
+        inner = inner.replace(f'href="#{old}"', f'href="#{slug}"')
+        return f'<h{level} id="{slug}">{inner}</h{level}>'
+
+    return re.sub(r'<h([1-6]) id="([^"]*)">(.*?)</h\1>', swap, body, flags=re.S)
+
+
 def readme_page(readme: Path, names: set[str]) -> str:
     """The instructor's guide (markdown) as a page, with nbconvert's markdown renderer."""
     from nbconvert.filters.markdown_mistune import markdown2html_mistune
 
-    body = markdown2html_mistune(Path(readme).read_text(encoding="utf-8"))
+    body = _github_ids(markdown2html_mistune(Path(readme).read_text(encoding="utf-8")))
     body = '<p><a href="index.html">&larr; course index</a></p>\n' + body
     return _relink(_page("invlab: instructor's guide", body), names)
 

@@ -55,7 +55,7 @@ def _tiny(title: str, learn: str, widget: bool):
         new_markdown_cell("[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]"
                           "(https://colab.research.google.com/x.ipynb)\n\n"
                           f"# {title}\n\n**What you will learn**\n\n- {learn};\n- something else.\n\n"
-                          "See [the next one](02_b.ipynb) and the [guide](README.md#set-up)."),
+                          "See [the next one](02_b.ipynb) and the [guide](README.md#1-set-up)."),
         new_code_cell("plot()", execution_count=1, outputs=[
             new_output("display_data", data={"image/png": PNG, "text/plain": "<Figure>"})]),
     ]
@@ -81,7 +81,7 @@ def test_index_and_pages_from_tiny_notebooks(tmp_path):
     nbformat.write(_tiny("Second steps", "what a slider shows", widget=True), nbs / "02_b.ipynb")
     (nbs / "notes.ipynb").write_text("not a course notebook")
     readme = tmp_path / "README.md"
-    readme.write_text("# Guide\n\n## Set-up\n\nOpen [01](01_a.ipynb).\n")
+    readme.write_text("# Guide\n\n## 1. Set-up\n\nSee [below](#1-set-up). Open [01](01_a.ipynb).\n")
     out = tmp_path / "site"
 
     entries = site.build_site(nbs, out, readme=readme)
@@ -93,12 +93,13 @@ def test_index_and_pages_from_tiny_notebooks(tmp_path):
     assert "how <code>x_t</code> is <em>made</em>." in index and "something else" not in index
     assert '<a href="readme.html">' in index and "QUICK mode" in index and "MathJax" in index
     assert "Open [01](01_a.html)" not in (out / "readme.html").read_text()
-    assert 'href="01_a.html"' in (out / "readme.html").read_text()
+    guide = (out / "readme.html").read_text()
+    assert 'href="01_a.html"' in guide and 'id="1-set-up"' in guide and 'href="#1-set-up"' in guide
     for name in ("01_a", "02_b"):
         page = (out / f"{name}.html").read_text()
         nb = nbformat.read(nbs / f"{name}.ipynb", as_version=4)
         assert _embedded_images(page, out) == _image_outputs(nb) > 0
-        assert 'href="02_b.html"' in page and 'href="readme.html#set-up"' in page and 'href="index.html"' in page
+        assert 'href="02_b.html"' in page and 'href="readme.html#1-set-up"' in page and 'href="index.html"' in page
         assert "colab-badge.svg" not in page and "Open In Colab" in page  # web image -> text link
         assert _external_scripts_and_styles(page) == [site._exporter().mathjax_url]
     page = (out / "02_b.html").read_text()
