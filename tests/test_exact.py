@@ -182,3 +182,89 @@ def test_no_extra_evaluation_when_the_best_iterate_is_the_last(digits):
         assert r.nfe == evaluated + (0 if last_is_best or r.extras["converged"] else 1)
         saved += last_is_best and not r.extras["converged"]
     assert saved >= 1   # the case occurs in this run (forward-step, w = 7.5, 10 steps)
+
+
+def _reference_algorithm_2(model, x0, steps, w, cond, log=None):
+    """The reference code's Algorithm 2 loop (smhongok/inv-dpm, ``forward_diffusion`` and
+    ``fixedpoint_correction``), written out from its rules, on invlab's grid (the scheduler's
+    timesteps instead of ``t - 1000//N``; a fine-grained sub-step is cut at the next level):
+
+    * first inversion step (Alg. 1 at i = 0): naive init, forward step with rho0 = 1.0, plateau scheduler;
+    * middle steps (order 2): fine-grained naive DDIM inversion t -> s -> r in sub-steps of 10
+      train timesteps, H frozen from D0(y_s, s) and D0(y_r, r), init y_s, rho0 = 10/t, no scheduler;
+    * last inversion step ("Lines 14-17"): naive init, rho0 = 10/t, plateau scheduler;
+    * every correction: 20-iteration linear warm-up, <= 500 iterations, stop at summed squared
+      error < 1e-3; the scheduler halves rho after more than 20 iterations without a relative
+      improvement of 1e-4 (ReduceLROnPlateau, counted from the first iteration).
+    """
+    levels = model.schedule.grid(steps, "dpmpp2m").levels   # sampling order: levels[0] is the noisiest
+
+    def data(y, lab_eps, at):       # D0: the data prediction from eps at label lab_eps, converted at level `at`
+        return (y - at.sigma * model.eps(y, lab_eps.label, cond, w).eps) / at.alpha
+
+    def naive(y, frm, to):          # one naive DDIM inversion step frm -> to (target label): "Line 5",
+        e = model.eps(y, to.label, cond, w).eps   # (sigma_to/sigma_frm)(y + alpha_frm phi D), written so that
+        return to.alpha * (y - frm.sigma * e) / frm.alpha + to.sigma * e   # a clean frm (sigma 0) is allowed
+
+    def fine(y, frm, to):           # "Lines 3-6": for tt in range(t, s, 10): one naive step tt -> tt + 10
+        cur = frm
+        while cur.label < to.label:
+            nxt = model.schedule.level(cur.label + 10) if cur.label + 10 < to.label else to
+            y, cur = naive(y, cur, nxt), nxt
+        return y
+
+    def correct(y, s, t, x_t, rho0, scheduler, H=None):
+        phi = math.expm1(-(t.lam - s.lam))
+        rho, lr, best, bad = rho0, rho0, None, 0
+        for k in range(500):
+            if k < 20:
+                rho = rho0 * (k + 1) / 20
+            pred = (t.sigma / s.sigma) * y - (t.alpha * phi) * data(y, s, s)
+            if H is not None:
+                pred = pred - H
+            loss = float(((pred - x_t) ** 2).sum())
+            if loss < 1e-3:
+                break
+            y = y - rho * (pred - x_t)
+            if log is not None:
+                log.append(("iter", k, loss, rho))
+            if scheduler:
+                if best is None or loss < best * (1 - 1e-4):
+                    best, bad = loss, 0
+                else:
+                    bad += 1
+                if bad > 20:
+                    lr, bad = lr * 0.5, 0
+                rho = lr
+        return y
+
+    n, x = steps, x0
+    for i in range(n):
+        j = n - 1 - i
+        t, s = levels[j + 1], levels[j]           # t known (less noisy), s the target
+        if i == 0 or i == n - 1:                  # Algorithm 1 steps
+            x = correct(naive(x, t, s), s, t, x, 1.0 if i == 0 else 10 / t.label, scheduler=True)
+        else:
+            r = levels[j - 1]
+            y_s = fine(x, t, s)
+            y_r = fine(y_s, s, r)
+            h, h0 = t.lam - s.lam, s.lam - r.lam
+            H = 0.5 * t.alpha * math.expm1(-h) * (h / h0) * (data(y_s, s, s) - data(y_r, r, r))
+            x = correct(y_s, s, t, x, 10 / t.label, scheduler=False, H=H)
+        if log is not None:
+            log.append(("state", i, x))
+    return x
+
+
+@pytest.mark.parametrize("w", [1.0, 3.0])
+def test_algorithm_2_reference_preset_equals_the_reference_loop(digits, w):
+    # issue 15 (4c): the preset used rho = 0.5 on the first and last inversion steps, the reference
+    # 1.0 and 10/t; with its rule written out above, the two agree to round-off
+    z = invlab.noise(digits, 2, seed=3, dtype=torch.float64)
+    x0 = invlab.sample(digits, z, 10, "dpmpp2m", w, COND, hooks=REC).final
+    ref = _reference_algorithm_2(digits, x0, 10, w, digits.check_cond(COND, 2, x0))
+    mine = invlab.invert(digits, x0, 10, "dpmpp2m", "exact", w, COND, hooks=REC, preset="reference").final
+    assert (mine - ref).abs().max() <= 1e-14 * ref.abs().max()     # measured 1.0e-15 at w = 1 and 3
+    old = invlab.invert(digits, x0, 10, "dpmpp2m", "exact", w, COND, preset="reference", rho_first=0.5,
+                        rho_last=0.5).final
+    assert (old - ref).abs().max() > 1e-4 * ref.abs().max()       # the old rule: 1.6e-3 measured

@@ -27,6 +27,7 @@ iterations' residuals and step sizes, ``converged``, ``diverged``, ``stop_reason
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from dataclasses import dataclass
 
@@ -54,6 +55,14 @@ class ExactOptions(SolverOptions):
     freeze: Algorithm 2's high-order term: "both" (reference, default) or "past".
     rho_order2: step size for Algorithm 2 steps: None (= rho) or "10/t" (reference: 10 over
         the known level's integer timestep).
+    rho_first, rho_last: step sizes of the two first-order steps that open and close an
+        Algorithm 2 run (solver "dpmpp2m": the first inversion step undoes the last sampling step,
+        the last undoes the first): None (= rho), a number, or "10/t". Reference: 1.0 on the
+        first, "10/t" on the last (``forward_diffusion``'s ``step_size=1`` at i = 0 and
+        ``step_size=10/t`` in "Lines 14-17"), both with the plateau scheduler. Runs without an
+        order-2 step (DDIM) use rho everywhere, as the reference does.
+    plateau_order2: whether Algorithm 2 steps use the plateau scheduler (reference: False, its
+        order-2 correction runs with ``scheduler=False``).
     preset: "reference" sets every field left at its default to the reference code's value
         (see :meth:`reference`); e.g. ``preset="reference", tol=1e-9, tol_kind="rms"`` is the
         reference solver at invlab's tolerance.
@@ -63,6 +72,9 @@ class ExactOptions(SolverOptions):
     substep: int = 10
     freeze: str = "both"
     rho_order2: float | str | None = None
+    rho_first: float | str | None = None
+    rho_last: float | str | None = None
+    plateau_order2: bool = True
     preset: str | None = None
 
     def __post_init__(self):
@@ -77,18 +89,28 @@ class ExactOptions(SolverOptions):
             raise ValueError(f"freeze must be one of {FREEZES} (got {self.freeze!r})")
         if int(self.substep) < 1:
             raise ValueError(f"substep must be a positive number of train timesteps (got {self.substep})")
-        if not (self.rho_order2 is None or self.rho_order2 == "10/t" or
-                (isinstance(self.rho_order2, (int, float)) and self.rho_order2 > 0)):
-            raise ValueError(f"rho_order2 must be None, a number > 0 or '10/t' (got {self.rho_order2!r})")
+        for name in ("rho_order2", "rho_first", "rho_last"):
+            v = getattr(self, name)
+            if not (v is None or v == "10/t" or (isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0)):
+                raise ValueError(f"{name} must be None, a number > 0 or '10/t' (got {v!r})")
 
     @staticmethod
     def reference() -> "ExactOptions":
         """The reference code's defaults: forward step, rho 0.5 with a 20-iteration warm-up,
         halve after 20 non-improving iterations, <= 500 iterations, stop at summed squared error
-        < 1e-3, naive init, H frozen, rho = 10/t on Algorithm 2 steps (there without plateau)."""
+        < 1e-3, naive init, H frozen, rho = 10/t on Algorithm 2 steps (there without plateau);
+        in an Algorithm 2 run rho = 1.0 on the first inversion step and 10/t on the last."""
         return ExactOptions(inner="forward-step", tol=1e-3, tol_kind="sum_sq", max_iter=500, rho=0.5, warmup=20,
                             plateau_patience=20, plateau_factor=0.5, plateau_threshold=1e-4,
-                            divergence_patience=10**9, init="naive", substep=10, freeze="both", rho_order2="10/t")
+                            divergence_patience=10**9, init="naive", substep=10, freeze="both", rho_order2="10/t",
+                            rho_first=1.0, rho_last="10/t", plateau_order2=False)
+
+
+def _step_size(value: float | str | None, default: float, known: Level) -> float:
+    """A step-size option: None -> ``default``; "10/t" -> 10 over the known level's timestep."""
+    if value is None:
+        return default
+    return 10.0 / max(known.label, 1.0) if value == "10/t" else float(value)
 
 
 def _naive(setup: Setup, x: torch.Tensor, cur: Level, nxt: Level, eps: torch.Tensor | None = None) -> torch.Tensor:
@@ -121,6 +143,9 @@ def invert_exact(setup: Setup, hooks, opts: ExactOptions, check_finite: bool = T
     x = setup.x
     precision = getattr(setup.model, "dtype", None)  # a network's own compute dtype, if it has one
     cached_eps = None  # eps(x, label of x's level) from the previous step's last Phi evaluation
+    alg2 = 2 in grid.orders  # a run with order-2 steps: its first and last steps take rho_first / rho_last
+    no_plateau = SolverOptions(**{f.name: getattr(opts, f.name) for f in dataclasses.fields(SolverOptions)})
+    no_plateau.plateau_patience = None
     with run.guard(), torch.no_grad():
         for i in progress(range(n), show_progress, f"invert exact/{opts.inner}"):
             j = n - 1 - i                     # the sampling step being inverted: levels s -> t
@@ -130,10 +155,15 @@ def invert_exact(setup: Setup, hooks, opts: ExactOptions, check_finite: bool = T
             st["x_cur"] = x
             nfe0 = setup.model.nfe
             extras = {}
+            solver_opts = opts
             if order == 1:
                 init = _naive(setup, x, t, s, cached_eps if opts.init == "reuse" else None)
                 H = None
                 rho = opts.rho
+                if alg2 and i == 0:
+                    rho = _step_size(opts.rho_first, opts.rho, t)
+                elif alg2 and i == n - 1:
+                    rho = _step_size(opts.rho_last, opts.rho, t)
             else:
                 r = grid.levels[j - 1]
                 y_s = _fine_naive(setup, x, t, s, opts.substep)
@@ -145,8 +175,9 @@ def invert_exact(setup: Setup, hooks, opts: ExactOptions, check_finite: bool = T
                     x0_s = x0_from_eps(y_s, setup.eps(y_s, s.label).eps, s)
                     H = dpmpp2m_high_order(x0_s, x0_r, r, s, t, grid.solver_type)
                 init = y_s
-                rho = opts.rho if opts.rho_order2 is None else (
-                    10.0 / max(t.label, 1.0) if opts.rho_order2 == "10/t" else float(opts.rho_order2))
+                rho = _step_size(opts.rho_order2, opts.rho, t)
+                if not opts.plateau_order2:
+                    solver_opts = no_plateau
             extras["nfe_init"] = setup.model.nfe - nfe0
 
             last = {}
@@ -160,7 +191,7 @@ def invert_exact(setup: Setup, hooks, opts: ExactOptions, check_finite: bool = T
                 last.update(y=y, aux=(out, x0))
                 return val, (out, x0)
 
-            res = solve(phi, x, init, opts, rho=rho, precision=precision)
+            res = solve(phi, x, init, solver_opts, rho=rho, precision=precision)
             extras.update(tol=res.tol, inner_residuals=res.residuals, step_sizes=res.step_sizes,
                           converged=res.converged, diverged=res.diverged, stop_reason=res.stop_reason,
                           iterations=res.iterations)
