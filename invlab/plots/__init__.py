@@ -7,6 +7,8 @@ from .bugs import *  # noqa: F401,F403
 from .bugs import __all__ as _bugs
 from .core import *  # noqa: F401,F403
 from .core import __all__ as _core
+from .diagrams import *  # noqa: F401,F403
+from .diagrams import __all__ as _diagrams
 from .flows import *  # noqa: F401,F403
 from .flows import __all__ as _flows
 from .guidance import *  # noqa: F401,F403
@@ -22,4 +24,4 @@ from .solvers import __all__ as _solvers
 from .zoo import *  # noqa: F401,F403
 from .zoo import __all__ as _zoo
 
-__all__ = [*_bugs, *_core, *_flows, *_guidance, *_kalman, *_latent, *_reversible, *_solvers, *_zoo]
+__all__ = [*_bugs, *_core, *_diagrams, *_flows, *_guidance, *_kalman, *_latent, *_reversible, *_solvers, *_zoo]

@@ -25,7 +25,7 @@ from ..sampling import sample
 from ..trace import Recorder
 
 __all__ = ["ChainResult", "LATENT_METHODS", "compare_decoder_inversion", "generate_images", "image_chain", "mse",
-           "split_table"]
+           "region_errors", "split_table"]
 
 #: display name -> invert() keywords for the latent diffusion inversion
 LATENT_METHODS: dict[str, dict[str, Any]] = {"naive": {"method": "naive"}, "exact": {"method": "exact"}}
@@ -125,3 +125,26 @@ def generate_images(model, batch: int, steps: int, guidance: float, cond: Any, s
 def split_table(results: Mapping[tuple[str, str], ChainResult]) -> list[dict[str, Any]]:
     """The chain's rows as plain dicts (for printing and publishing)."""
     return [r.row() for r in results.values()]
+
+
+def region_errors(reconstruction: torch.Tensor, images: torch.Tensor, clamp: bool = False) -> dict[str, Any]:
+    """Where in the image a reconstruction errs: squared error (averaged over the batch) by region.
+
+    Regions of an ``(B, C, H, W)`` image: the four ``corners`` (single pixels, in the order top-left,
+    top-right, bottom-left, bottom-right), the rest of the one-pixel ``edge`` ring, and the
+    ``interior``. ``clamp=True`` first clamps the reconstruction to [-1, 1] (the data's range), which
+    can only help where the decoder *overshoots* the range. Also returned: the mean reconstructed
+    value at each corner (``corner_values``) and the ``worst_corner`` error.
+    """
+    r = reconstruction.double().clamp(-1, 1) if clamp else reconstruction.double()
+    e = (r - images.double()).pow(2).mean(dim=(0, 1))          # (H, W) map
+    corner_idx = ((0, 0), (0, -1), (-1, 0), (-1, -1))
+    corners = [float(e[i, j]) for i, j in corner_idx]
+    ring = torch.zeros_like(e, dtype=torch.bool)
+    ring[0], ring[-1], ring[:, 0], ring[:, -1] = True, True, True, True
+    edge = ring.clone()
+    for i, j in corner_idx:
+        edge[i, j] = False
+    return {"corners": corners, "worst_corner": max(corners), "edge": float(e[edge].mean()),
+            "interior": float(e[~ring].mean()), "total": float(e.mean()),
+            "corner_values": [float(r[:, :, i, j].mean()) for i, j in corner_idx]}
