@@ -115,6 +115,19 @@ inv = invlab.invert(model, fwd.final, steps=steps, method="naive", guidance=cfg.
 print("inline step == package step:", torch.allclose(x_s, inv.records[0].x_next))
 
 # %% [markdown]
+# The two steps side by side: the same formula, the same single network call, but sampling feeds the
+# network the state it starts from, while inversion needs the noise at the state it is looking for
+# and has to make do with the one it starts from.
+
+# %%
+plots.draw_step_diagram(save=cfg.figures / "01_step_diagram.png");
+
+# %% [markdown]
+# The red dashed arrow is the whole story of naive inversion: $\varepsilon_\theta(x_t, s)$ stands in
+# for $\varepsilon_\theta(x_s, s)$, and the gap between the two is the error that the next section
+# measures step by step.
+
+# %% [markdown]
 # ## 4. The error after every step, against the truth
 #
 # The sampler recorded the true latent at every level, so `inv.errors_to(fwd)` gives the

@@ -92,6 +92,18 @@ x_new = x_bar + K * (y - x_bar)                               # update with the 
 print(f"step {i}: inline update == invlab's EasyInv output:", torch.allclose(x_new, r.x_next, atol=1e-12))
 
 # %% [markdown]
+# The same update drawn as one turn of a filter loop: predict with the naive step, "measure" with the
+# previous latent, blend with the gain, and feed the result to the next step.
+
+# %%
+plots.draw_kalman_loop(save=cfg.figures / "05_kalman_loop.png");
+
+# %% [markdown]
+# Both arrows into the innovation start from the same box, $y = z_i$: the prediction is computed *from*
+# the measurement, which is the first place where the analogy with a textbook Kalman filter (an
+# independent measurement) bends; section 7 comes back to it.
+
+# %% [markdown]
 # ## 2. Four gains on the same images
 #
 # Because the images come from the sampler, the true latent $x^\star$ at every level is known, and so is
