@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 NOTEBOOK_GLOB = "[0-9][0-9]_*.ipynb"
+WIDGET = "application/vnd.jupyter.widget-view+json"
 README_PAGE = "readme.html"
 
 # The lab template, less the two scripts nobody here needs (require.js serves classic widgets and
@@ -106,15 +107,22 @@ def _failed(nb) -> bool:
     return bool(nb.metadata.get("papermill", {}).get("exception"))
 
 
+def _has_picture(output) -> bool:
+    return any(k.startswith("image/") for k in output.get("data", {}))
+
+
 def _for_page(nb):
-    """A copy fit for a static page: no saved widget state (so each widget's PNG shows), no cell
-    papermill injected (it names this machine's folders), web images in markdown as text links."""
+    """A copy fit for a static page: no saved widget state (so each widget's PNG shows), no widget
+    without a picture (tqdm's progress bars, which hide themselves when done, would show "0%"), no
+    cell papermill injected (it names this machine's folders), web images in markdown as text links."""
     nb = copy.deepcopy(nb)
     nb.metadata.pop("widgets", None)
     nb.cells = [c for c in nb.cells if "injected-parameters" not in c.get("metadata", {}).get("tags", [])]
     for c in nb.cells:
         if c.cell_type == "markdown":
             c.source = _REMOTE_IMAGE.sub(r"\1", c.source)
+        elif "outputs" in c:
+            c.outputs = [o for o in c.outputs if WIDGET not in o.get("data", {}) or _has_picture(o)]
     return nb
 
 
@@ -154,8 +162,7 @@ def render_notebook(path: Path, names: set[str], exporter=None) -> tuple[str, di
     note = html.escape(f"{path.name}, {mode}" + (" (execution FAILED: see the error on the page)" if _failed(nb) else ""))
     resources = {"metadata": {"name": title or path.stem, "path": str(path.parent)}, "invlab_note": note}
     page, _ = exporter.from_notebook_node(page_nb, resources=resources)
-    widgets = sum(1 for c in nb.cells for o in c.get("outputs", [])
-                  if "application/vnd.jupyter.widget-view+json" in o.get("data", {}))
+    widgets = sum(1 for c in nb.cells for o in c.get("outputs", []) if WIDGET in o.get("data", {}) and _has_picture(o))
     entry = {"file": path.with_suffix(".html").name, "notebook": path.name, "title": title or path.stem,
              "summary": summary, "mode": mode, "failed": _failed(nb), "widgets": widgets}
     return _relink(page, names), entry
@@ -169,10 +176,17 @@ table { border-collapse: collapse; } td, th { border: 1px solid #ccc; padding: 0
 .failed { color: #b00; }"""
 
 
+def _mathjax() -> str:
+    """The notebook pages' MathJax loader and settings (nbconvert's own macro), for our pages."""
+    exp = _exporter()
+    macro = "{% from 'mathjax.html.j2' import mathjax %}{{ mathjax(url) }}"
+    return exp.environment.from_string(macro).render(url=exp.mathjax_url)
+
+
 def _page(title: str, body: str) -> str:
     return (f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8" />\n'
             f'<meta name="viewport" content="width=device-width, initial-scale=1.0">\n'
-            f"<title>{html.escape(title)}</title>\n<style>\n{_STYLE}\n</style>\n</head>\n"
+            f"<title>{html.escape(title)}</title>\n<style>\n{_STYLE}\n</style>\n{_mathjax()}\n</head>\n"
             f"<body>\n{body}\n</body>\n</html>\n")
 
 
@@ -182,7 +196,7 @@ def index_page(entries: list[dict[str, Any]], readme: bool) -> str:
     for e in entries:
         flag = ' <span class="failed">(execution failed)</span>' if e["failed"] else ""
         summary = f"<br>You will learn {_inline_markdown(e['summary'])}." if e["summary"] else ""
-        items.append(f'<li><a href="{e["file"]}">{html.escape(e["title"])}</a> '
+        items.append(f'<li><a href="{e["file"]}">{_inline_markdown(e["title"])}</a> '
                      f'<small>({html.escape(e["notebook"])})</small>{flag}{summary}</li>')
     modes = sorted({e["mode"] for e in entries})
     guide = (f'<p>For instructors: the <a href="{README_PAGE}">instructor\'s guide</a> '

@@ -1,6 +1,7 @@
 """The static site (invlab.site): index, pages with every image embedded, a PNG where each widget was."""
 
 import hashlib
+import html
 import re
 from pathlib import Path
 
@@ -11,9 +12,9 @@ from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_outp
 from invlab import site
 
 NB_DIR = Path(__file__).resolve().parent.parent / "notebooks"
-# Notebooks executed for the per-page checks: 02 has a widget. Executing all of them takes
+# Notebooks executed for the per-page checks: both have an Explorer, 05 also tqdm progress bars. Executing all of them takes
 # minutes; `python -m invlab.site --execute quick` builds the whole course the same way.
-SAMPLE = ("01_", "02_")
+SAMPLE = ("02_", "05_")
 
 WIDGET = "application/vnd.jupyter.widget-view+json"
 # A 1x1 PNG, enough for the exporter to embed.
@@ -34,7 +35,14 @@ def _image_outputs(nb) -> int:
 
 
 def _widget_cells(nb) -> list:
-    return [c for c in nb.cells if any(WIDGET in o.get("data", {}) for o in c.get("outputs", []))]
+    """Cells showing an Explorer: a widget whose bundle also holds its picture."""
+    return [c for c in nb.cells if any(WIDGET in o.get("data", {}) and "image/png" in o["data"]
+                                       for o in c.get("outputs", []))]
+
+
+def _progress_bars(nb) -> list[str]:
+    return [o["data"]["text/plain"] for c in nb.cells for o in c.get("outputs", [])
+            if WIDGET in o.get("data", {}) and "image/png" not in o["data"]]
 
 
 def _cell_html(page: str, cell) -> str:
@@ -65,6 +73,9 @@ def _tiny(title: str, learn: str, widget: bool):
         nb.cells.append(new_code_cell("Explorer(...)", execution_count=2,
                                       outputs=[new_output("execute_result", data=bundle, execution_count=2)]))
         # Saved widget state, as papermill keeps it: with it nbconvert would pick the live view.
+        bar = {WIDGET: {"version_major": 2, "version_minor": 0, "model_id": "bar"},
+               "text/plain": "methods:   0%|          | 0/3 [00:00<?, ?it/s]"}
+        nb.cells[-1].outputs.insert(0, new_output("display_data", data=bar))  # a tqdm bar
         nb.metadata["widgets"] = {"application/vnd.jupyter.widget-state+json": {
             "version_major": 2, "version_minor": 0, "state": {"abc": {"model_name": "VBoxModel",
                                                                        "model_module": "@jupyter-widgets/controls",
@@ -105,6 +116,8 @@ def test_index_and_pages_from_tiny_notebooks(tmp_path):
     page = (out / "02_b.html").read_text()
     cell = _cell_html(page, _widget_cells(nbformat.read(nbs / "02_b.ipynb", as_version=4))[0])
     assert "data:image/png;base64," in cell and "VBox(" not in page and "unpkg" not in page
+    assert "0%|" not in page and "0/3" not in page
+    assert _external_scripts_and_styles(index) == [site._exporter().mathjax_url]
 
 
 def test_summary_falls_back_to_first_paragraph():
@@ -144,11 +157,12 @@ def test_site_from_quick_executions(tmp_path):
     widget_pages = 0
     for e in entries:
         assert not e["failed"] and "QUICK" in e["mode"]
-        assert f'<a href="{e["file"]}">{e["title"]}</a>' in index and e["summary"]
+        assert f'<a href="{e["file"]}">{site._inline_markdown(e["title"])}</a>' in index and e["summary"]
         page = (out / e["file"]).read_text()
         nb = nbformat.read(executed / e["notebook"], as_version=4)
         assert _embedded_images(page, out) >= _image_outputs(nb) > 0, e["file"]
         assert "VBox(" not in page, e["file"]
+        assert not any(html.escape(bar.split("[")[0]) in page for bar in _progress_bars(nb)), e["file"]
         for cell in _widget_cells(nb):
             widget_pages += 1
             assert re.search(r'<img[^>]*src="data:image/png;base64,', _cell_html(page, cell)), e["file"]
