@@ -101,7 +101,8 @@ for lab in (900.0, 500.0, 200.0, 20.0):
     panels.append({"title": f"t={lab:g}  (sigma={model.schedule.sigma(lab):.2f})", "U": f[:, 0].reshape(AX.shape),
                    "V": f[:, 1].reshape(AX.shape), "density": flows.density_grid(model, X, Y, lab)})
 plots.plot_flow_fields(X, Y, panels, AX, AY, data_density=data_density,
-                       save=cfg.figures / "02_fields.png", suptitle="denoising direction -eps over the noisy density");
+                       save=cfg.figures / "02_fields.png",
+                       suptitle=f"denoising direction -eps over the noisy density ({model.name}, w = {cfg.guidance:g}; no steps: the field itself)");
 
 # %% [markdown]
 # At high noise the marginal (blue) is one broad blob and `-eps` points straight at its centre, with no trace of the six components (black line contours); as the noise drops the marginal splits into the components and the arrows turn toward the nearest one, changing direction sharply across the gaps between components. Where the field turns fastest, a large step goes wrong (arrow lengths are rescaled per panel). These panels show the **unconditional** field (the whole mixture, `cond=None`, as checked above). The paths below are sampled **class-conditionally with guidance** $w$, so they follow another field: their own class's, pushed away from the others by $w$ (draw it with `flows.denoising_field(model, arrow_pts, label, cond=c, guidance=w)`).
@@ -120,23 +121,23 @@ plots.plot_flow_fields(X, Y, panels, AX, AY, data_density=data_density,
 naive = flows.flow_paths(model, z_T, steps, cfg.guidance, cond, "naive", substeps)
 exact = flows.flow_paths(model, z_T, steps, cfg.guidance, cond, "exact", substeps)
 plots.plot_flow_paths(X, Y, data_density, {"near-exact flow": naive.exact_fine, "DDIM (coarse)": naive.ddim},
-                      title=f"sampling: {steps} DDIM steps vs {substeps} small steps per interval",
+                      title=f"sampling: {steps} DDIM steps vs {substeps} small steps per interval\n({model.name}, w = {cfg.guidance:g})",
                       save=cfg.figures / "02_sampling_paths.png");
 gap = float((naive.ddim[-1] - naive.exact[-1]).norm(dim=1).mean())
 print(f"mean distance between the coarse and the near-exact end points: {gap:.3f}")
 
 # %% [markdown]
-# The coarse path (blue dots, one per step) follows the near-exact flow (grey) closely for most of the way; it separates visibly near the end, where the flow turns into a component, and its end points land near but not on the flow's (the printed distance).
+# The coarse path (orange dots, one per step) follows the near-exact flow (light grey band) closely for most of the way; it separates visibly near the end, where the flow turns into a component, and its end points land near but not on the flow's (the printed distance).
 
 # %%
 plots.plot_flow_paths(X, Y, data_density, {"DDIM (coarse)": naive.ddim, "naive inversion": naive.inverted,
                                            "exact inversion": exact.inverted}, starts=z_T,
-                      title=f"inverting the coarse sample: naive vs exact ({steps} steps)",
+                      title=plots.run_title("inverting the coarse sample: naive vs exact", model.name, steps, cfg.guidance),
                       save=cfg.figures / "02_inversion_paths.png");
 print(f"noise NMSE  naive {naive.noise_nmse:.3g}   exact {exact.noise_nmse:.3g}")
 
 # %% [markdown]
-# Going back up from the same end points, naive inversion (red) does not retrace the blue path: its squares (the recovered noise) sit away from the black dots (the true noise), while exact inversion (green) ends on them. Note that the target of inversion is the coarse sampler's own path, not the flow: exact inversion undoes the DDIM steps that were taken, corner cuts included.
+# Going back up from the same end points, naive inversion (dark grey, dashed) does not retrace the orange path: its squares (the recovered noise) sit away from the black dots (the true noise), while exact inversion (blue, dotted) ends on them. Note that the target of inversion is the coarse sampler's own path, not the flow: exact inversion undoes the DDIM steps that were taken, corner cuts included.
 
 # %% [markdown]
 # ## 3. One large step, up close
@@ -157,14 +158,15 @@ c0 = None if cond is None else cond[:1]
 step = flows.corner_step(model, naive.exact[i, :1], s_lv, t_lv, c0, cfg.guidance, substeps=10 * substeps, iterations=100)
 plots.plot_corner_step(step.path[:, 0], step.x_s[0], step.x_t_exact[0], step.x_t_ddim[0], step.eps_s[0], step.eps_t[0],
                        step.x_s_naive[0], step.fixed_point[:, 0],
-                       title=f"step {i}: t={s_lv.label:g} -> {t_lv.label:g} (point 0)", save=cfg.figures / "02_corner.png");
+                       title=f"sampling step t={s_lv.label:g} -> {t_lv.label:g} = inversion step {steps - i} of {steps}, point 0\n({model.name}, w = {cfg.guidance:g})",
+                       save=cfg.figures / "02_corner.png");
 cos = float(torch.nn.functional.cosine_similarity(step.eps_s, step.eps_t).item())
 fp_miss = float((step.fixed_point[-1] - step.x_s).norm())
 print(f"corner cut {float(step.corner_cut):.3g}, naive inverse misses x_s by {float(step.naive_miss):.3g}, "
       f"fixed point after {len(step.fixed_point) - 1} iterations by {fp_miss:.2g}; cos(eps_s, eps_t) = {cos:.3f}")
 
 # %% [markdown]
-# The grey flow from `x_s` bends; the single DDIM step (blue line) goes straight and lands at the blue dot, away from the flow's end (open circle): the corner cut. The inverse knows only the blue dot. It evaluates eps there (red arrow), which points in a different direction from the eps the sampler used at `x_s` (blue arrow; the printed cosine measures the difference), so the step it undoes starts at the red cross, part of the way back along the segment, not at `x_s`. The green fixed-point iterates, which evaluate eps at their own current guess, walk from the red cross to `x_s` (the printed miss after 100 iterations is tiny).
+# The light grey flow from `x_s` bends; the single DDIM step (orange line) goes straight and lands at the orange dot, away from the flow's end (open circle): the corner cut. The inverse knows only the orange dot. It evaluates eps there (dark grey arrow), which points in a different direction from the eps the sampler used at `x_s` (orange arrow; the printed cosine measures the difference), so the step it undoes starts at the dark grey cross, part of the way back along the segment, not at `x_s`. The blue fixed-point iterates (exact inversion's colour), which evaluate eps at their own current guess, walk from the cross to `x_s` (the printed miss after 100 iterations is tiny).
 
 # %% [markdown]
 # ## 4. Round trips: coarse grid, fine grid, exact
@@ -175,14 +177,15 @@ print(f"corner cut {float(step.corner_cut):.3g}, naive inverse misses x_s by {fl
 sweep_steps = [5, 10, 20, 50] if cfg.quick else [5, 10, 20, 50, 100, 200]
 sweep = flows.round_trip_errors(model, z_T, sweep_steps, {"naive": {"method": "naive"}, "easyinv (eta=0.5)": {"method": "easyinv"},
                                                           "exact": {"method": "exact"}}, cfg.guidance, cond)
-plots.plot_round_trips(sweep_steps, sweep, save=cfg.figures / "02_round_trips.png");
+plots.plot_round_trips(sweep_steps, sweep, save=cfg.figures / "02_round_trips.png",
+                       title=f"round trip z_T -> x_0 -> z_T_hat ({model.name}, w = {cfg.guidance:g})");
 fine = flows.flow_paths(model, z_T, fine_steps, cfg.guidance, cond, "naive", 1)
 easy = flows.flow_paths(model, z_T, steps, cfg.guidance, cond, "easyinv", 1)
 slope = float(np.polyfit(np.log(sweep_steps[-3:]), np.log(sweep["naive"][-3:]), 1)[0])
 print(f"naive: {steps} steps {naive.noise_nmse:.3g}, {fine_steps} steps {fine.noise_nmse:.3g}; log-log slope on the finest grids {slope:.2f}")
 
 # %% [markdown]
-# Naive inversion's error falls with the number of steps, close to $1/N^2$ on the finest grids (an NMSE is a squared error of a first-order method), but it is far from zero even at 200 steps. EasyInv's constant blend sits above naive at every grid here and improves more slowly. Exact inversion sits at its solver's tolerance floor for every grid (each step's equation is solved to $10^{-9}$ RMS, the float64 default, and the NMSE goes with the square of that residual): its error is not a discretisation error at all.
+# Naive inversion's error falls with the number of steps, close to $1/N^2$ on the finest grids (an NMSE is a squared error of a first-order method), but it is far from zero even at 200 steps. In the default full run EasyInv's constant blend sits above naive at every grid of the sweep (at 10 steps 1.0 against naive's 0.69: `easyinv_coarse_noise_nmse`, `naive_coarse_noise_nmse`) and improves more slowly. Exact inversion sits at its solver's tolerance floor for every grid (each step's equation is solved to $10^{-9}$ RMS, the float64 default, and the NMSE goes with the square of that residual): its error is not a discretisation error at all.
 
 # %%
 publish(coarse_steps=steps, fine_steps=fine_steps, guidance=cfg.guidance,
@@ -227,8 +230,8 @@ from invlab import exercises, solutions
 
 check = exercises.check_ddim_euler_step(my_ddim_euler_step)
 ddim_euler_step = check.pick(my_ddim_euler_step, solutions.ddim_euler_step)
-print("section 3's large step lands on the blue dot:", torch.allclose(ddim_euler_step(step.x_s, step.eps_s, s_lv, t_lv), step.x_t_ddim))
-print("and its naive inverse on the red cross:", torch.allclose(ddim_euler_step(step.x_t_ddim, step.eps_t, t_lv, s_lv), step.x_s_naive))
+print("section 3's large step lands on the orange dot:", torch.allclose(ddim_euler_step(step.x_s, step.eps_s, s_lv, t_lv), step.x_t_ddim))
+print("and its naive inverse on the cross:", torch.allclose(ddim_euler_step(step.x_t_ddim, step.eps_t, t_lv, s_lv), step.x_s_naive))
 
 # %% [markdown]
 # ## Questions to try

@@ -73,7 +73,8 @@ cmp = run_methods(model, invlab.noise(model, batch, seed=cfg.seed, dtype=cfg.dty
                   cfg.guidance, cond, show_progress=True)
 errors = cmp.step_errors()
 reached = [lv.label for lv in next(iter(cmp.runs.values())).levels[1:]]
-plots.plot_step_errors(errors, x_labels=reached, save=cfg.figures / "03_step_errors.png");
+plots.plot_step_errors(errors, x_labels=reached, save=cfg.figures / "03_step_errors.png",
+                       title=plots.run_title("ground-truth error after each inversion step", model.name, steps, cfg.guidance));
 print({k: f"{v:.3g}" for k, v in cmp.noise_nmse().items()}, "| NFE per step:", cmp.nfe_per_step())
 
 # %% [markdown]
@@ -90,7 +91,7 @@ print({k: f"{v:.3g}" for k, v in cmp.noise_nmse().items()}, "| NFE per step:", c
 local = local_step_errors(cmp)
 acc = errors["naive"]
 plots.plot_step_errors({"naive: accumulated": acc, "naive: local (one step from the truth)": local},
-                       x_labels=reached, title="accumulated vs local error of naive inversion",
+                       x_labels=reached, title=plots.run_title("accumulated vs local error of naive inversion", model.name, steps, cfg.guidance),
                        save=cfg.figures / "03_local_vs_accumulated.png");
 ratio = float(acc[-1] / local.max())
 k_max = int(local.argmax())
@@ -137,15 +138,16 @@ for name in cmp.runs:
 for name in cmp.runs:
     rows["|" + name + " - truth|"] = (cmp.runs[name].latents()[ks, 0] - truth[ks, 0]).abs()
 labels = [cmp.runs["naive"].levels[k].label for k in ks]
-plots.plot_latent_rows(rows, labels, save=cfg.figures / "03_latent_grid.png", suptitle="latents and their errors (sample 0)");
+plots.plot_latent_rows(rows, labels, save=cfg.figures / "03_latent_grid.png",
+                       suptitle=plots.run_title("latents and their errors, sample 0", model.name, steps, cfg.guidance));
 
 # %% [markdown]
-# The latents of all three methods look alike to the eye; the error rows show the difference: naive's error grows with the noise level and EasyInv's is larger still, while exact inversion's error map is at the solver's tolerance (its colour scale tops out many orders of magnitude lower).
+# The latents of all three methods look alike to the eye; the error rows show the difference: naive's error grows with the noise level and EasyInv's is larger still, while exact inversion's error map, on the same colour scale, is black: its error sits at the solver's tolerance, many orders of magnitude lower.
 
 # %%
 x0_rows = cmp.x0_predictions(ks[1:], sample_index=0)
 plots.plot_latent_rows(x0_rows, labels[1:], vrange=(-1.5, 1.5), save=cfg.figures / "03_x0_predictions.png",
-                       suptitle="what the network predicts as the clean image along each inversion");
+                       suptitle=plots.run_title("the network's clean-image prediction along each inversion", model.name, steps, cfg.guidance));
 
 # %% [markdown]
 # At low noise the prediction $\hat x_0$ is essentially the image itself. At high noise the model can only guess the class, and with guidance it guesses an exaggerated, high-contrast prototype of it. The exact row matches the truth row; naive and EasyInv differ from it only subtly: their error lives mostly in the noise the latent carries, not in the digit the model sees in it.

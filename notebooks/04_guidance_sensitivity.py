@@ -88,13 +88,14 @@ if TRAINED:
     zt = invlab.noise(net, batch, seed=cfg.seed, dtype=torch.float64)   # float64 state around a float32 network
     steps_list = [10, 20] if cfg.quick else [10, 20, 50]
     cmap = convergence_map(net, zt, steps_list, guidances, cond, show_progress=True)
-    plots.plot_convergence_map(cmap, save=cfg.figures / "04_convergence_map.png");
+    plots.plot_convergence_map(cmap, save=cfg.figures / "04_convergence_map.png",
+                               suptitle=f"{net.name}: exact DDIM inversion over step counts and guidance w");
     for i, n in enumerate(cmap["steps"]):
         fails = [w for j, w in enumerate(cmap["guidances"]) if cmap["converged"][i, j] < 1]
         print(f"{n:3d} steps: solver fails on some step from w = {min(fails):g}" if fails else f"{n:3d} steps: converged everywhere")
 
 # %% [markdown]
-# Read the left map row by row (the printout says where each row first fails): with few, large steps the solver stops converging once guidance is moderate, and where it fails (the failing step is flagged `converged=False` with its `stop_reason`, never silent) exact inversion loses most of its advantage over naive (right map towards 0). With many steps it converges at every guidance of the sweep. This is the regime in which the exact-inversion authors fall back to naive inversion; here it is a map you can read, not a rule of thumb.
+# Read the left map row by row (the printout says where each row first fails): with few, large steps the solver stops converging once guidance is moderate, and where it fails (the failing step is flagged `converged=False` with its `stop_reason`, never silent) exact inversion loses most of its advantage over naive (right map towards 0). With many steps it converges at every guidance of the sweep: in the default full run the 50-step row does (QUICK's map stops at 20 steps, where the largest $w$ may still fail). This is the regime in which the exact-inversion authors fall back to naive inversion; here it is a map you can read, not a rule of thumb.
 
 # %% [markdown]
 # ### More than one solution
@@ -139,6 +140,7 @@ analytic = guidance_sweep(cfg.model, z_T, steps, guidances, cond, show_progress=
 plots.plot_guidance_errors(guidances, {"noise NMSE": analytic.series("noise_nmse"),
                                        "image NMSE": analytic.series("image_nmse")},
                            marks={"noise NMSE": analytic.first_unconverged()},
+                           suptitle=f"{cfg.model.name}, {steps} DDIM steps, guidance w on the x axis",
                            save=cfg.figures / "04_guidance_analytic.png");
 for m in analytic.methods:
     print(f"{m:8s} noise NMSE: " + "  ".join(f"w={w:g}: {v:.2e}" for w, v in zip(guidances, analytic.series("noise_nmse")[m])))
@@ -174,6 +176,7 @@ if TRAINED:
     plots.plot_guidance_errors(guidances, {"noise NMSE": trained.series("noise_nmse"),
                                            "image NMSE": trained.series("image_nmse")},
                                marks={"noise NMSE": trained.first_unconverged()},
+                               suptitle=f"{net.name}, {steps} DDIM steps, guidance w on the x axis",
                                save=cfg.figures / "04_guidance_trained.png");
     for m in trained.methods:
         print(f"{m:8s} noise NMSE: " + "  ".join(f"w={w:g}: {v:.2e}" for w, v in zip(guidances, trained.series("noise_nmse")[m])))
@@ -184,7 +187,7 @@ if TRAINED:
               f"exact solver converged on {100 * min(conv):.0f}% of steps at worst")
 
 # %% [markdown]
-# Compare the last two lines of the printout. On the trained network naive inversion's error is larger at every $w$ and grows faster with $w$ (in the full run about ×1.4 from $w=1$ to $w=10$, against ×1.2 on the mixture): a network's guided noise field changes more between neighbouring noise levels than the closed form does. With 50 steps exact inversion still converges at every step; its error (about $10^{-10}$–$10^{-8}$) is set by the solver's tolerance, which follows the network's float32 arithmetic (`extras["tol"]` in the records), not by the guidance. On these small models the folklore's "breaks above guidance 1" is a gradual worsening of naive inversion, not a cliff.
+# Compare the last two lines of the printout. On the trained network naive inversion's error is larger at every $w$ and grows faster with $w$ (in the full run about ×1.4 from $w=1$ to $w=10$, against ×1.2 on the mixture): a network's guided noise field changes more between neighbouring noise levels than the closed form does. In the default full run (50 steps) exact inversion still converges at every step; its error (there about $10^{-10}$–$10^{-8}$) is set by the solver's tolerance, which follows the network's float32 arithmetic (`extras["tol"]` in the records), not by the guidance. On these small models the folklore's "breaks above guidance 1" is a gradual worsening of naive inversion, not a cliff.
 
 # %% [markdown]
 # ## 5. Look at the reconstructions

@@ -131,7 +131,7 @@ print({k: f"{v:.3g}" for k, v in final.items()}, "| NFE:", study.nfe())
 # %%
 errors = study.step_errors()
 reached = [lv.label for lv in study.runs["naive"].levels[1:]]
-plots.plot_step_errors(errors, x_labels=reached, title="error after every inversion step",
+plots.plot_step_errors(errors, x_labels=reached, title=plots.run_title("error after every inversion step", model.name, steps, cfg.guidance),
                        save=cfg.figures / "05_step_errors.png");
 
 # %% [markdown]
@@ -147,9 +147,10 @@ plots.plot_step_errors(errors, x_labels=reached, title="error after every invers
 blend = study.blend_steps()
 views = study.steps_view
 o = views["oracle"].eta_per_sample[views["oracle"].blended]
-plots.plot_gains(blend, {const: views[const].eta[views[const].blended], "oracle": o.mean(1),
+plots.plot_gains([k + 1 for k in blend], {const: views[const].eta[views[const].blended], "oracle": o.mean(1),
                          "adaptive": views["adaptive"].eta[views["adaptive"].blended]},
-                 spread={"oracle": (o.min(1).values, o.max(1).values)}, save=cfg.figures / "05_gains.png");
+                 spread={"oracle": (o.min(1).values, o.max(1).values)}, save=cfg.figures / "05_gains.png",
+                 title=plots.run_title("weight on the prediction per blended step", model.name, steps, cfg.guidance));
 print("oracle eta per blended step:", np.round(o.mean(1).numpy(), 3))
 
 # %% [markdown]
@@ -165,9 +166,10 @@ print("oracle eta per blended step:", np.round(o.mean(1).numpy(), 3))
 # %%
 v = views[const]
 b = v.blended
-plots.plot_blend_errors(blend, v.innovation[b], {"prediction (naive step)": v.pred_error[b], "measurement (previous latent)": v.meas_error[b],
+plots.plot_blend_errors([k + 1 for k in blend], v.innovation[b], {"prediction (naive step)": v.pred_error[b], "measurement (previous latent)": v.meas_error[b],
                                                  f"after blend, eta={ETA:g}": v.post_error[b], "oracle blend, same state": v.oracle_error[b]},
-                        suptitle=f"Kalman view of the eta={ETA:g} run", save=cfg.figures / "05_innovation.png");
+                        suptitle=plots.run_title(f"Kalman view of the eta={ETA:g} run", model.name, steps, cfg.guidance),
+                        save=cfg.figures / "05_innovation.png");
 worse = float((v.post_error[b] / v.pred_error[b]).mean())
 print(f"mean (error after blend) / (error before) at eta={ETA:g}: {worse:.2f}")
 
@@ -202,7 +204,7 @@ if TRAINED and not cfg.quick:
     print(TRAINED, {k: f"{val:.3g}" for k, val in st.noise_nmse().items()}, "| oracle eta median", f"{trained['trained_oracle_eta_median']:.3f}")
 
 # %% [markdown]
-# On the trained digits UNet the pattern is the same (when it runs): the constant blend hurts, the oracle extrapolates ($\eta^\star>1$) and helps a lot, the adaptive gain helps a little.
+# This section runs only in full mode. In the default full run the trained digits UNet shows the same pattern: the constant blend hurts (noise NMSE 0.44 against naive's 0.24), the oracle extrapolates (median $\eta^\star$ 1.07) and helps a lot (0.034), the adaptive gain helps a little (0.231).
 
 # %%
 on_same_state = bool((v.oracle_error[b] <= v.post_error[b] + 1e-15).all())

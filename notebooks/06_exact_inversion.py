@@ -136,6 +136,7 @@ print("inline Phi == package Phi:", torch.allclose(phi(x_s, s, t), ddim_phi(mode
 fans = {k: inner_residuals(cmp.runs[k], sum_sq=(k == "reference")) for k in cmp.runs}
 rms_of_ref_stop = float(np.sqrt(1e-3 / z_T.numel()))
 plots.plot_residual_fans(fans, tol={"anderson": 1e-9, "forward-step": 1e-9, "gradient": 1e-9, "reference": rms_of_ref_stop},
+                         suptitle=plots.run_title("inner residual of every inversion step, per solver", model.name, steps, cfg.guidance),
                          save=cfg.figures / "06_residual_fans.png");
 table = solver_table(cmp)
 for k, row in table.items():
@@ -147,11 +148,11 @@ for k, row in table.items():
 
 # %%
 plots.plot_inner_residuals({k: v[i] for k, v in fans.items()}, tol=1e-9,
-                           title=f"inversion step {i + 1} (t={t.label:g} -> s={s.label:g})",
+                           title=f"inversion step {i + 1} (t={t.label:g} -> s={s.label:g}); {model.name}, {steps} steps, w = {cfg.guidance:g}",
                            save=cfg.figures / "06_one_step_residuals.png");
 
 # %% [markdown]
-# On this single step the ordering is the same: Anderson needs the fewest evaluations of $\Phi$ to reach the tolerance, the forward step a few more, gradient descent more still (and each of its iterations also pays a backward pass, so in wall time it is several times slower than the forward step: see `gradient_seconds` vs `forward_seconds` below); the reference preset starts from a fresh naive guess and stops after a few slow warm-up iterations, far above the others.
+# On this single step the ordering is the same: Anderson needs the fewest evaluations of $\Phi$ to reach the tolerance, the forward step a few more, gradient descent more still (and each of its iterations also pays a backward pass, so in wall time it is slower still: in the default full run the whole gradient inversion took about 2.4 times the forward step's, `gradient_seconds` vs `forward_seconds` below); the reference preset starts from a fresh naive guess and stops after a few slow warm-up iterations, far above the others.
 
 # %% [markdown]
 # ## 3. Cost against accuracy
@@ -174,12 +175,11 @@ naive_nmse = float(invlab.metrics.nmse(invlab.invert(model, cmp.reference.final,
 fig = plots.plot_tradeoff({k: ([p.nfe_per_step for p in v], [p.noise_nmse for p in v]) for k, v in sweep.items()},
                           labels={k: [f"{p.tol:.0e}" for p in v] for k, v in sweep.items()},
                           baselines={f"naive DDIM inversion (1 NFE/step)": naive_nmse},
-                          title=f"exact inversion of DDIM-{steps}: noise error vs cost (labels: tol)")
+                          title=f"exact inversion: noise error vs cost, labels: tol ({model.name}, {steps} DDIM steps, w = {cfg.guidance:g})")
 fig.axes[0].plot([table["reference"]["nfe_per_step"]], [table["reference"]["noise_nmse"]], "k*", ms=12,
                  label="reference preset (its own stop)")
 fig.axes[0].legend(fontsize=8)
-plots.save_figure(fig, cfg.figures / "06_tradeoff.png")
-fig
+plots.save_figure(fig, cfg.figures / "06_tradeoff.png")  # shown once, by the inline backend
 
 # %%
 ref_rms = {p.tol: p for p in sweep["reference (RMS tol)"]}
@@ -195,7 +195,7 @@ publish(steps=steps, guidance=cfg.guidance, naive_noise_nmse=naive_nmse,
         all_converged=all(r["converged_fraction"] == 1.0 for r in table.values()));
 
 # %% [markdown]
-# For Anderson, forward step and gradient each hundredfold cut of the tolerance costs one to three more NFE per step and buys about four orders of magnitude of noise error (the error goes with the square of the residual); the reference solver pays about five NFE for only two orders, because its warm-up and plateau halving keep its steps small. Anderson's curve lies furthest left; the reference solver needs about five times its NFE for the same tolerance, and at its own stopping rule it stops near $5\cdot10^{-3}$ — ten times better than naive inversion but nowhere near exact.
+# In the default full run (figures/06_tradeoff.png), for Anderson, forward step and gradient each hundredfold cut of the tolerance costs one to three more NFE per step and buys about four orders of magnitude of noise error (the error goes with the square of the residual); the reference solver pays about five NFE for only two orders, because its warm-up and plateau halving keep its steps small. Anderson's curve lies furthest left; the reference solver needs about five times its NFE for the same tolerance (`reference_over_anderson_nfe`, 5.0 there), and at its own stopping rule it stops near $5\cdot10^{-3}$ — ten times better than naive inversion but nowhere near exact (every run checks both: more than twice Anderson's NFE, at least ten times below naive).
 
 # %% [markdown]
 # ## 4. DPM-Solver++(2M): Algorithm 2
@@ -214,20 +214,21 @@ publish(steps=steps, guidance=cfg.guidance, naive_noise_nmse=naive_nmse,
 dpm = dpm_variants(model, z_T, dpm_steps, cfg.guidance, cond, show_progress=True)
 dpm_errors = dpm.step_errors()
 reached = [lv.label for lv in dpm.runs["naive DDIM inversion"].levels[1:]]
-plots.plot_step_errors(dpm_errors, x_labels=reached, title=f"inverting DPM-Solver++(2M), {dpm_steps} steps",
+plots.plot_step_errors(dpm_errors, x_labels=reached, title=plots.run_title("inverting DPM-Solver++(2M)", model.name, dpm_steps, cfg.guidance),
                        save=cfg.figures / "06_dpm_step_errors.png");
 print({k: f"{v:.2e}" for k, v in dpm.noise_nmse().items()}, "| NFE per step:",
       {k: round(v, 1) for k, v in dpm.nfe_per_step().items()})
 
 # %% [markdown]
-# Naive inversion of 10 large DPM-Solver steps drifts to a noise error of order 0.5: its latent is barely related to the true noise. Algorithm 2 ends near $5\cdot10^{-5}$: its remaining error is the frozen high-order term, which comes from the approximate (naive, fine-grained) past state and is not solved for. The two freezing variants land within a factor of two of each other (on this seed `freeze='past'` is slightly better, see the published numbers).
+# In the default full run naive inversion of 10 large DPM-Solver steps drifts to a noise error of about 0.5: its latent is barely related to the true noise. Algorithm 2 ends near $5\cdot10^{-5}$ there (every run checks it lands at least ten times below naive): its remaining error is the frozen high-order term, which comes from the approximate (naive, fine-grained) past state and is not solved for. The two freezing variants land within a factor of two of each other (in the default full run $4.9\cdot10^{-5}$ and $3.1\cdot10^{-5}$: `freeze='past'` slightly better on that seed; see the published numbers for yours).
 
 # %%
 alg2 = dpm.runs["Alg. 2, freeze both"]
 parts = nfe_breakdown(alg2)
 plots.plot_nfe_breakdown({"fine-grained past estimate": parts["past_estimate"], "rest of the initial guess": parts["init"],
                           "backward-Euler solve": parts["solve"]}, order=parts["order"], x_labels=reached,
-                         title="Algorithm 2: NFE of each inversion step", save=cfg.figures / "06_dpm_nfe.png");
+                         title=plots.run_title("Algorithm 2: NFE of each inversion step", model.name, dpm_steps, cfg.guidance),
+                         save=cfg.figures / "06_dpm_nfe.png");
 print("orders of the inverted steps:", [r.order for r in alg2.records])
 past_share = float(parts["past_estimate"].sum() / parts["total"].sum())
 dn = dpm.noise_nmse()
@@ -236,7 +237,7 @@ publish(dpm_steps=dpm_steps, dpm_naive_noise_nmse=dn["naive DDIM inversion"], dp
         dpm_past_estimate_share=past_share, dpm_orders=[r.order for r in alg2.records]);
 
 # %% [markdown]
-# The order pattern mirrors the sampler: first order at both ends, second order in between. On every second-order step the fine-grained past estimate (about 20 sub-steps of 10 timesteps across $t\to s\to r$) costs far more than the backward-Euler solve itself; that, not the solver, is what makes Algorithm 2 expensive.
+# The order pattern mirrors the sampler: first order at both ends, second order in between. On every second-order step the fine-grained past estimate (in the default full run about 20 sub-steps of 10 timesteps across $t\to s\to r$: 19 NFE) costs more than twice the backward-Euler solve itself (about 8 NFE); that, not the solver, is what makes Algorithm 2 expensive (`dpm_past_estimate_share` is its share of the whole run's NFE, 57% in the default full run, the first-order end steps included).
 
 # %% [markdown]
 # ## 4b. Algorithm 2 on a trained network: where the claim stops holding
@@ -260,13 +261,13 @@ if TRAINED:
         print(f"{name:8s}: noise NMSE naive {n['naive DDIM inversion']:.2e} -> Alg. 2 {n['Alg. 2, freeze both']:.2e};  "
               f"image NMSE naive {i['naive DDIM inversion']:.2e} -> Alg. 2 {i['Alg. 2, freeze both']:.2e}")
 lab = dpm.reference.levels
-plots.plot_singular_values(sv, title=f"last sampling step ({lab[-2].label:g} -> {lab[-1].label:g}): singular values of dPhi/dy, sample 0",
+plots.plot_singular_values(sv, title=f"last sampling step ({lab[-2].label:g} -> {lab[-1].label:g}) of DPM-Solver++(2M), {dpm_steps} steps, w = {cfg.guidance:g}:\nsingular values of dPhi/dy, sample 0",
                            save=cfg.figures / "06_last_step_conditioning.png");
 for k, v in sv.items():
     print(f"{k:>18s}: smallest {v.min():.1e}, largest {v.max():.2f}, {(v < 1e-2).sum()} of {len(v)} below 1e-2")
 
 # %% [markdown]
-# On the analytic mixture the last step is well conditioned (its smallest singular value is around $10^{-1}$) and Algorithm 2 recovers the noise. On the trained network dozens of singular values lie below $10^{-2}$, the smallest a few times $10^{-4}$: the denoiser at low noise collapses those directions onto the digit manifold, and no inner solver can tell the true state from many others that map to the same image (Anderson, forward step and gradient all stall at residuals around $10^{-3}$). So on our trained nets Algorithm 2 still recovers the *image* much better than naive inversion, but not the *noise*: the seed paper's exact-recovery claim holds on the analytic model and not on this network at this step count. DDIM grids escape this because their last step is tiny (timestep 1 to 0).
+# On the analytic mixture the last step is well conditioned (its smallest singular value is around $10^{-1}$) and Algorithm 2 recovers the noise. On the trained network dozens of singular values lie below $10^{-2}$, the smallest a few times $10^{-4}$: the denoiser at low noise collapses those directions onto the digit manifold, and no inner solver can tell the true state from many others that map to the same image (a residual $r$ still allows an error up to $r$ / singular value in those directions). So on our trained nets Algorithm 2 still recovers the *image* much better than naive inversion, but not the *noise*: the seed paper's exact-recovery claim holds on the analytic model and not on this network at this step count. DDIM grids escape this because their last step is tiny (timestep 1 to 0).
 
 # %% [markdown]
 # Why is that last step so hard? Diffusers' DPM-Solver++ defaults to `final_sigmas_type="zero"`: its
@@ -310,7 +311,8 @@ if dpm_net is not None:
 # %%
 prec = precision_study(model, z_T, steps, cfg.guidance, cond)
 plots.plot_step_errors({f"{m} {dt}": prec[dt]["step_errors"][m] for dt in prec for m in ("naive", "exact")},
-                       title="per-step ground-truth error in float64 and float32", save=cfg.figures / "06_precision.png");
+                       title=plots.run_title("per-step ground-truth error in float64 and float32", model.name, steps, cfg.guidance),
+                       save=cfg.figures / "06_precision.png");
 publish(exact_float64_noise_nmse=prec["float64"]["noise_nmse"]["exact"], exact_float32_noise_nmse=prec["float32"]["noise_nmse"]["exact"],
         naive_float32_noise_nmse=prec["float32"]["noise_nmse"]["naive"],
         exact_float32_nfe_per_step=prec["float32"]["nfe_per_step"]["exact"]);

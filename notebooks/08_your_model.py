@@ -93,7 +93,7 @@ print(f"{steps} {SOLVER} steps, guidance {cfg.guidance}, batch {batch}, latents 
 z_T = invlab.noise(model, batch, seed=cfg.seed, dtype=cfg.dtype, device=cfg.device)
 cmp = run_methods(model, z_T, steps, SOLVER, cfg.guidance, cond, show_progress=True)
 images = to_images(model, cmp.reference.final)
-plots.show_images(images.float().cpu(), rows=1, suptitle=f"{model.name}: samples at guidance {cfg.guidance:g}",
+plots.show_images(images.float().cpu(), rows=1, suptitle=plots.run_title(f"{SOLVER} samples", model.name, steps, cfg.guidance),
                   scale=1.8, save=cfg.figures / "08_samples.png");
 
 # %% [markdown]
@@ -112,7 +112,7 @@ plots.show_images(images.float().cpu(), rows=1, suptitle=f"{model.name}: samples
 # %%
 errors = cmp.step_errors()
 reached = [lv.label for lv in next(iter(cmp.runs.values())).levels[1:]]
-plots.plot_step_errors(errors, x_labels=reached, title=f"{model.name}: error after each inversion step",
+plots.plot_step_errors(errors, x_labels=reached, title=plots.run_title("error after each inversion step", model.name, steps, cfg.guidance),
                        save=cfg.figures / "08_step_errors.png");
 noise_err, image_err, nfe = cmp.noise_nmse(), cmp.image_nmse(), cmp.nfe_per_step()
 exact_records = cmp.runs["exact"].records
@@ -122,7 +122,7 @@ for m in cmp.runs:
 print("exact solver: steps that did not converge:", unconverged or "none")
 
 # %% [markdown]
-# Read the curves against notebook 03 (the analytic mixture). On a *trained* network naive inversion's error is larger and EasyInv's blend again sits above it; exact inversion converges at every DDIM step of a 50-step grid and stays many orders below naive. The printout names any step whose inner solver did not converge: on coarse grids (few steps, in particular the last sampling step down to the cleanest level) that step's error is what the remaining steps carry to $z_T$.
+# Read the curves against notebook 03 (the analytic mixture). On a *trained* network naive inversion's error is larger and EasyInv's blend again sits above it (in the default full run on `digits`, noise NMSE 0.25 for naive, 0.46 for EasyInv, against 0.057 for naive on the mixture in notebook 03); exact inversion converges at every DDIM step of a 50-step grid and stays many orders below naive. The printout names any step whose inner solver did not converge: on coarse grids (few steps, in particular the last sampling step down to the cleanest level) that step's error is what the remaining steps carry to $z_T$.
 
 # %% [markdown]
 # ## 3. Guidance on this model
@@ -135,7 +135,8 @@ ws = sorted({1.0, cfg.guidance} if cfg.quick else {1.0, 2.0, cfg.guidance, (1.0 
 sweep = guidance_sweep(model, z_T, steps, ws, cond, {"naive": {"method": "naive"}, "exact": {"method": "exact"}},
                        solver=SOLVER, show_progress=True)
 plots.plot_guidance_errors(ws, {"noise NMSE": sweep.series("noise_nmse"), "image NMSE": sweep.series("image_nmse")},
-                           marks={"noise NMSE": sweep.first_unconverged()}, save=cfg.figures / "08_guidance.png");
+                           marks={"noise NMSE": sweep.first_unconverged()}, save=cfg.figures / "08_guidance.png",
+                           suptitle=f"{model.name}, {steps} {SOLVER} steps, guidance w on the x axis");
 for m in sweep.methods:
     print(f"{m:6s} noise NMSE: " + "  ".join(f"w={w:g}: {v:.2e}" for w, v in zip(ws, sweep.series("noise_nmse")[m])))
 print("first w where a step of the exact solver failed to converge:", sweep.first_unconverged())
@@ -163,7 +164,8 @@ if model.is_latent:
     split = image_chain(model, x_img, latents, steps, cfg.guidance, cond, true_noise=z_T,
                         true_latent=cmp.reference.final, solver=SOLVER, show_progress=True)
     plots.plot_error_split({f"{src}\n+ {m}": r.row() for (src, m), r in split.items()},
-                           title=f"{model.name}: pixel error of the round trip, split", save=cfg.figures / "08_error_split.png");
+                           title=plots.run_title("pixel error of the round trip, split", model.name, steps, cfg.guidance),
+                           save=cfg.figures / "08_error_split.png");
     for (src, m), r in split.items():
         print(f"{src:>13s} + {m:5s}: autoencoder {r.vae_mse:.2e}  diffusion {r.diffusion_mse:.2e}  total {r.total_mse:.2e}")
 else:

@@ -179,7 +179,7 @@ for k, r in rt.items():
 nt_names = [k for k in rt if k.startswith("null-text")]
 traces = {k: null_text_trace(rt[k].inversion) for k in nt_names}
 plot_null_text_trace(traces, title=f"{model.name}, {steps} steps, w = {HIGH_GUIDANCE:g}: null-text, per sampling step",
-                     save=cfg.figures / "09_null_text_trace.png");
+                     n_steps=steps, save=cfg.figures / "09_null_text_trace.png");
 for k, tr in traces.items():
     gain = tr["loss_before"] / tr["loss_after"]
     print(f"{k:>18s}: loss lowered {gain.min():.1f}x to {gain.max():.1f}x per step; "
@@ -214,7 +214,7 @@ print(f"class vs null embedding of {model.name}: RMS distance per coordinate {fl
 offsets = {f"w = {HIGH_GUIDANCE:g}": direct_offsets(rt["direct"].reconstruction)}
 rt_w1 = round_trips(model, x_real, steps, 1.0, y_real, {"direct": {"method": "direct"}})
 offsets["w = 1"] = direct_offsets(rt_w1["direct"].reconstruction)
-plot_direct_offsets(offsets, title=f"{model.name}, real digits, {steps} steps: DirectInversion's offsets",
+plot_direct_offsets(offsets, title=f"{model.name}, real digits, {steps} steps, w in the legend: DirectInversion's offsets",
                     save=cfg.figures / "09_direct_offsets.png");
 print(f"round trip: image NMSE {rt['direct'].image_nmse.max():.1e} at w = {HIGH_GUIDANCE:g}, "
       f"{rt_w1['direct'].image_nmse.max():.1e} at w = 1; mean offset RMS {offsets[f'w = {HIGH_GUIDANCE:g}'].mean():.2e} "

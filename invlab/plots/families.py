@@ -55,23 +55,29 @@ def plot_round_trip_errors(errors: Mapping[str, Sequence[float]], nfe: Mapping[s
 
 
 def plot_null_text_trace(traces: Mapping[str, Mapping[str, np.ndarray]], title: str = "null-text inversion, step by step",
-                         save: str | Path | None = None):
+                         save: str | Path | None = None, n_steps: int | None = None):
     """Left: each sampling step's loss against its pivot before (open) and after (filled) the
-    optimisation, with the early-stop threshold; right: Adam steps taken. One colour per run."""
+    optimisation, with the early-stop threshold; right: Adam steps taken. One colour per run.
+
+    ``tr["step"]`` are sampling-step indices i (0 = noisiest); the x axis uses the course's one
+    numbering, inversion step k = N - i (1 = the step from the clean end), ``N = n_steps``
+    (default: the largest i + 1)."""
+    N = n_steps if n_steps is not None else max(int(np.max(t["step"])) for t in traces.values()) + 1
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.4), gridspec_kw={"width_ratios": [3, 2]})
     for k, (name, tr) in enumerate(traces.items()):
         c = f"C{(4 + 5 * k) % 10}"
-        a1.semilogy(tr["step"], tr["loss_before"], "o", mfc="none", color=c, ms=4, label=f"{name}: null input (before)")
-        a1.semilogy(tr["step"], tr["loss_after"], "o-", color=c, ms=3, lw=1.2, label=f"{name}: optimised (after)")
-        a2.plot(tr["step"], tr["inner_steps"], "o-", color=c, ms=3, lw=1.2, label=name)
+        k_inv = N - np.asarray(tr["step"])
+        a1.semilogy(k_inv, tr["loss_before"], "o", mfc="none", color=c, ms=4, label=f"{name}: null input (before)")
+        a1.semilogy(k_inv, tr["loss_after"], "o-", color=c, ms=3, lw=1.2, label=f"{name}: optimised (after)")
+        a2.plot(k_inv, tr["inner_steps"], "o-", color=c, ms=3, lw=1.2, label=name)
     tr = next(iter(traces.values()))
-    a1.semilogy(tr["step"], tr["threshold"], "k--", lw=1, label="early-stop threshold")
-    a1.set_xlabel("sampling step i (0 = noisiest)")
+    a1.semilogy(N - np.asarray(tr["step"]), tr["threshold"], "k--", lw=1, label="early-stop threshold")
+    a1.set_xlabel("inversion step k (1 = the step from the clean end)")
     a1.set_ylabel("MSE to the pivot z*")
     a1.set_title(title)
     a1.grid(True, which="both", alpha=0.3)
     a1.legend(fontsize=7)
-    a2.set_xlabel("sampling step i")
+    a2.set_xlabel("inversion step k")
     a2.set_ylabel("Adam steps taken")
     a2.set_ylim(-0.5, max(int(t["inner_steps"].max()) for t in traces.values()) + 0.5)
     a2.set_title("cost per step (1 NFE + 1 backward each)")
@@ -84,11 +90,15 @@ def plot_null_text_trace(traces: Mapping[str, Mapping[str, np.ndarray]], title: 
 
 def plot_direct_offsets(offsets: Mapping[str, np.ndarray], title: str = "DirectInversion: the offset added at each step",
                         save: str | Path | None = None):
-    """RMS of the offset z*_t - z_rec per sampling step (worst sample), one line per guidance."""
+    """RMS of the offset z*_t - z_rec per sampling step (worst sample), one line per guidance;
+    ``offsets[name][i]`` belongs to sampling step i (0 = noisiest), drawn at the course's inversion
+    step k = N - i (1 = the step from the clean end)."""
     fig, ax = plt.subplots(figsize=(6.4, 3.4))
     for k, (name, o) in enumerate(offsets.items()):
-        ax.semilogy(np.arange(len(o)), np.maximum(o, 1e-300), "o-", ms=3, lw=1.2, color=f"C{(6 + k) % 10}", label=name)
-    ax.set_xlabel("sampling step i (0 = noisiest)")
+        o = np.asarray(o, dtype=float)
+        ax.semilogy(len(o) - np.arange(len(o)), np.where(o > 0, o, np.nan), "o-", ms=3, lw=1.2,
+                    color=f"C{(6 + k) % 10}", label=name)
+    ax.set_xlabel("inversion step k (1 = the step from the clean end)")
     ax.set_ylabel("RMS of z*_t − z_rec")
     ax.set_title(title)
     ax.grid(True, which="both", alpha=0.3)

@@ -8,17 +8,23 @@ from typing import Mapping, Sequence
 import matplotlib.pyplot as plt
 import numpy as np
 
+from .zoo import METHOD_STYLE
 from .core import _np, save_figure
 
 __all__ = ["plot_corner_step", "plot_flow_fields", "plot_flow_paths", "plot_round_trips"]
 
 #: default look of a named path
+#: sampling is drawn in orange (it is not an inversion method); the methods take the course's colours
+#: (:data:`invlab.plots.zoo.METHOD_STYLE`): naive dark grey, EasyInv olive, exact blue; the near-exact
+#: flow is a wide light-grey band underneath
+SAMPLING_COLOR = "#d95f02"
+FLOW_STYLE = {"color": "0.72", "lw": 2.6, "ls": "-"}
 PATH_STYLES = {
-    "near-exact flow": {"color": "0.35", "lw": 1.2, "ls": "-"},
-    "DDIM (coarse)": {"color": "tab:blue", "lw": 1.4, "ls": "-", "marker": "o", "ms": 3},
-    "naive inversion": {"color": "tab:red", "lw": 1.4, "ls": "--", "marker": "x", "ms": 4},
-    "easyinv": {"color": "tab:orange", "lw": 1.4, "ls": "--", "marker": "x", "ms": 4},
-    "exact inversion": {"color": "tab:green", "lw": 1.4, "ls": ":", "marker": "+", "ms": 6},
+    "near-exact flow": FLOW_STYLE,
+    "DDIM (coarse)": {"color": SAMPLING_COLOR, "lw": 1.4, "ls": "-", "marker": "o", "ms": 3},
+    "naive inversion": {"color": METHOD_STYLE["naive"]["color"], "lw": 1.4, "ls": "--", "marker": "x", "ms": 4},
+    "easyinv": {"color": METHOD_STYLE["easyinv"]["color"], "lw": 1.4, "ls": "--", "marker": "x", "ms": 4},
+    "exact inversion": {"color": METHOD_STYLE["exact"]["color"], "lw": 1.4, "ls": ":", "marker": "+", "ms": 6},
 }
 
 
@@ -95,30 +101,31 @@ def plot_corner_step(path: np.ndarray, x_s: np.ndarray, x_t_exact: np.ndarray, x
     """One large step for one point, up close.
 
     ``path`` (n, 2): the near-exact flow from x_s; ``x_t_ddim``: where one DDIM step lands.
-    Thick arrows: ``-eps`` (times ``eps_scale``) where it was evaluated: at x_s (blue, what the
-    sampling step used) and at x_t (red, what the naive inverse uses). Thin lines: the sampling
+    Thick arrows: ``-eps`` (times ``eps_scale``) where it was evaluated: at x_s (orange, what the
+    sampling step used) and at x_t (dark grey, naive's colour: what the naive inverse uses). Thin lines: the sampling
     step x_s -> x_t and the step the naive inverse assumes, from its answer ``x_s_naive`` to x_t.
     ``iterates`` (k, 2): exact inversion's fixed-point iterates (optional). ``eps_scale=None``
-    draws the blue arrow half as long as the DDIM step (both arrows share the scale)."""
+    draws the orange arrow half as long as the DDIM step (both arrows share the scale)."""
     p = _np(path)
     fig, ax = plt.subplots(figsize=(5.8, 5.2))
-    ax.plot(p[:, 0], p[:, 1], color="0.35", lw=1.5, label="near-exact flow from x_s")
+    naive, exact = METHOD_STYLE["naive"]["color"], METHOD_STYLE["exact"]["color"]
+    ax.plot(p[:, 0], p[:, 1], color=FLOW_STYLE["color"], lw=FLOW_STYLE["lw"], label="near-exact flow from x_s")
     xs, xe, xd, xn = (_np(v) for v in (x_s, x_t_exact, x_t_ddim, x_s_naive))
-    ax.plot([xs[0], xd[0]], [xs[1], xd[1]], color="tab:blue", lw=1.0, label="DDIM step x_s -> x_t")
-    ax.plot([xn[0], xd[0]], [xn[1], xd[1]], color="tab:red", lw=1.0, ls="--", label="step the naive inverse assumes")
+    ax.plot([xs[0], xd[0]], [xs[1], xd[1]], color=SAMPLING_COLOR, lw=1.0, label="DDIM step x_s -> x_t")
+    ax.plot([xn[0], xd[0]], [xn[1], xd[1]], color=naive, lw=1.0, ls="--", label="step the naive inverse assumes")
     ax.plot(*xs, "ko", ms=6, label="x_s (true start)")
-    ax.plot(*xe, "o", color="0.35", ms=6, mfc="white", label="flow's x_t")
-    ax.plot(*xd, "o", color="tab:blue", ms=6, label="DDIM's x_t (known to the inverse)")
-    ax.plot(*xn, "X", color="tab:red", ms=8, label="naive inverse of x_t")
+    ax.plot(*xe, "o", color="0.45", ms=6, mfc="white", label="flow's x_t")
+    ax.plot(*xd, "o", color=SAMPLING_COLOR, ms=6, label="DDIM's x_t (known to the inverse)")
+    ax.plot(*xn, "X", color=naive, ms=8, label="naive inverse of x_t")
     kw = {"angles": "xy", "scale_units": "xy", "scale": 1.0, "width": 0.008}
     if eps_scale is None:
         eps_scale = 0.5 * float(np.linalg.norm(xd - xs)) / max(float(np.linalg.norm(_np(eps_s))), 1e-12)
     es, et = -eps_scale * _np(eps_s), -eps_scale * _np(eps_t)
-    ax.quiver(*xs, *es, color="tab:blue", label="-eps(x_s, s): used by sampling", **kw)
-    ax.quiver(*xd, *et, color="tab:red", label="-eps(x_t, s): used by the naive inverse", **kw)
+    ax.quiver(*xs, *es, color=SAMPLING_COLOR, label="-eps(x_s, s): used by sampling", **kw)
+    ax.quiver(*xd, *et, color=naive, label="-eps(x_t, s): used by the naive inverse", **kw)
     if iterates is not None:
         it = _np(iterates)
-        ax.plot(it[:, 0], it[:, 1], ":", color="tab:green", marker=".", ms=4, label="exact: fixed-point iterates")
+        ax.plot(it[:, 0], it[:, 1], ":", color=exact, marker=".", ms=4, label="exact: fixed-point iterates")
     pts = np.vstack([p, xs[None], xe[None], xd[None], xn[None], (xs + es)[None], (xd + et)[None]])
     lo, hi = pts.min(0), pts.max(0)
     pad = 0.12 * (hi - lo).max() + 1e-3
@@ -134,18 +141,35 @@ def plot_corner_step(path: np.ndarray, x_s: np.ndarray, x_t_exact: np.ndarray, x
 
 
 def plot_round_trips(steps: Sequence[int], errors: Mapping[str, Sequence[float]], save: str | Path | None = None,
-                     floor: float = 1e-20, title: str = "round trip z_T -> x_0 -> z_T_hat"):
-    """Noise NMSE of the round trip against the number of steps, one line per method (log-log)."""
-    fig, ax = plt.subplots(figsize=(5.4, 3.6))
-    for name, e in errors.items():
-        ax.loglog(steps, np.clip(_np(e), floor, None), marker="o", label=name)
+                     floor: float = 1e-20, title: str = "round trip z_T -> x_0 -> z_T_hat", max_decades: float = 8.0):
+    """Noise NMSE of the round trip against the number of steps, one line per method (log-log).
+    Methods that sit more than ``max_decades`` decades apart (naive ~1e-2, exact ~1e-18) are drawn
+    in two panels, each spanning only the decades its methods need. Values at or below ``floor``
+    are not drawn."""
+    from .core import _decade_groups, _positive, series_styles
+
+    series = {k: np.where(_positive(v) > floor, _positive(v), np.nan) for k, v in errors.items()}
+    styles = series_styles(list(series))
+    groups = _decade_groups(series, max_decades)
+    fig, axes = plt.subplots(len(groups), 1, figsize=(5.4, 3.6 if len(groups) == 1 else 5.6), sharex=True,
+                             squeeze=False)
+    for ax, names in zip(axes[:, 0], groups):
+        for name in names:
+            ax.loglog(steps, series[name], marker="o", label=name, **styles[name])
+        ax.set_ylabel("noise NMSE")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8)
+    ax = axes[-1, 0]
     ax.set_xticks(list(steps))
     ax.set_xticklabels([str(n) for n in steps])
     ax.minorticks_off()
+    for a in axes[:, 0]:
+        a.xaxis.set_minor_locator(plt.NullLocator())
     ax.set_xlabel("DDIM steps")
-    ax.set_ylabel("noise NMSE")
-    ax.set_title(title, fontsize=10)
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend()
+    if len(groups) > 1:
+        fig.suptitle(title + "\n(two panels: the methods sit too many decades apart for one axis)", fontsize=10)
+        fig.tight_layout()
+    else:
+        axes[0, 0].set_title(title, fontsize=10)
     save_figure(fig, save)
     return fig

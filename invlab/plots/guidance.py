@@ -8,25 +8,43 @@ from typing import Mapping, Sequence
 import matplotlib.pyplot as plt
 import numpy as np
 
-from .core import _np, save_figure
+from .core import _np, _positive, save_figure, series_styles
 
 __all__ = ["plot_guidance_errors", "plot_reconstructions", "plot_convergence_map"]
 
 
 def plot_guidance_errors(guidances: Sequence[float], panels: Mapping[str, Mapping[str, Sequence[float]]],
-                         marks: Mapping[str, float | None] | None = None, save: str | Path | None = None):
+                         marks: Mapping[str, float | None] | None = None, save: str | Path | None = None,
+                         suptitle: str | None = None, max_decades: float = 8.0):
     """One log-scale panel per quantity (e.g. "noise NMSE"), a line per method, x = guidance w.
-    ``marks[panel]``: a w to mark with a vertical line (e.g. where a solver stops converging)."""
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 3.6), squeeze=False)
-    for ax, (title, series) in zip(axes[0], panels.items()):
-        for name, ys in series.items():
-            ax.semilogy(guidances, np.clip(np.asarray(ys, dtype=float), 1e-300, None), marker="o", label=name)
-        if marks and marks.get(title) is not None:
-            ax.axvline(marks[title], color="k", ls="--", lw=0.8, label="exact solver first fails to converge")
-        ax.set_xlabel("guidance scale w")
-        ax.set_title(title)
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=8)
+    ``marks[panel]``: a w to mark with a vertical line (e.g. where a solver stops converging).
+    When the methods sit more than ``max_decades`` decades apart (naive ~1e-2, exact ~1e-17), each
+    quantity gets two panels, one above the other, each spanning only the decades its methods need."""
+    from .core import _decade_groups
+
+    names = list(dict.fromkeys(n for series in panels.values() for n in series))
+    pooled = {n: np.concatenate([_positive(series[n]) for series in panels.values() if n in series]) for n in names}
+    groups = _decade_groups(pooled, max_decades)
+    styles = series_styles(names)
+    fig, axes = plt.subplots(len(groups), len(panels), figsize=(4.6 * len(panels), 3.6 if len(groups) == 1 else 5.6),
+                             squeeze=False, sharex=True)
+    for col, (title, series) in enumerate(panels.items()):
+        for row, group in enumerate(groups):
+            ax = axes[row, col]
+            for name in group:
+                if name in series:
+                    ax.semilogy(guidances, _positive(series[name]), marker="o", label=name, **styles[name])
+            if marks and marks.get(title) is not None:
+                ax.axvline(marks[title], color="k", ls="--", lw=0.8, label="exact solver first fails to converge")
+            if row == 0:
+                ax.set_title(title)
+            if row == len(groups) - 1:
+                ax.set_xlabel("guidance scale w")
+            ax.grid(True, which="both", alpha=0.3)
+            ax.legend(fontsize=8)
+    if suptitle or len(groups) > 1:
+        extra = "(two rows: the methods sit too many decades apart for one axis)" if len(groups) > 1 else ""
+        fig.suptitle("\n".join(t for t in (suptitle, extra) if t), fontsize=10)
     fig.tight_layout()
     save_figure(fig, save)
     return fig
@@ -53,26 +71,31 @@ def plot_reconstructions(original, reconstructions: Mapping[str, object], title:
     return fig, np.concatenate([a.ravel() for a in rows.values()])
 
 
-def plot_convergence_map(cmap: Mapping[str, object], save: str | Path | None = None):
+def plot_convergence_map(cmap: Mapping[str, object], save: str | Path | None = None, suptitle: str | None = None):
     """Two heat maps over (steps, guidance) from :func:`invlab.studies.guidance.convergence_map`:
-    the fraction of converged solver steps, and exact inversion's noise NMSE over naive's."""
+    the fraction of converged solver steps, and exact inversion's noise NMSE over naive's.
+    Perceptually uniform, colour-blind-safe maps (viridis, cividis), never red-green."""
     steps, ws = cmap["steps"], cmap["guidances"]
     conv = _np(cmap["converged"])
     gain = np.log10(np.clip(_np(cmap["exact"]), 1e-300, None)) - np.log10(np.clip(_np(cmap["naive"]), 1e-300, None))
     fig, axes = plt.subplots(1, 2, figsize=(10, 0.55 * len(steps) + 2.2))
-    panels = ((conv, "fraction of steps converged", "RdYlGn", 0.5, 1, "{:.0%}"),
-              (gain, "log10(exact NMSE / naive NMSE)", "RdYlGn_r", min(-8.0, float(gain.min())), 0, "{:.1f}"))
+    panels = ((conv, "fraction of steps converged", "viridis", 0.5, 1, "{:.0%}"),
+              (gain, "log10(exact NMSE / naive NMSE)", "cividis", min(-8.0, float(gain.min())), 0, "{:.1f}"))
     for ax, (data, title, cm, lo, hi, fmt) in zip(axes, panels):
         im = ax.imshow(data, cmap=cm, vmin=lo, vmax=hi, aspect="auto")
         for i in range(len(steps)):
             for j in range(len(ws)):
-                ax.text(j, i, fmt.format(data[i, j]), ha="center", va="center", fontsize=8)
+                dark = (data[i, j] - lo) / (hi - lo) < 0.55  # white text on the dark end of the map
+                ax.text(j, i, fmt.format(data[i, j]), ha="center", va="center", fontsize=8,
+                        color="w" if dark else "k")
         ax.set_xticks(range(len(ws)), [f"{w:g}" for w in ws])
         ax.set_yticks(range(len(steps)), [str(n) for n in steps])
         ax.set_xlabel("guidance scale w")
         ax.set_ylabel("sampling steps")
         ax.set_title(title, fontsize=10)
         fig.colorbar(im, ax=ax, shrink=0.8)
+    if suptitle:
+        fig.suptitle(suptitle, fontsize=10)
     fig.tight_layout()
     save_figure(fig, save)
     return fig

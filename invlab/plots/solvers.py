@@ -8,7 +8,7 @@ from typing import Mapping, Sequence
 import matplotlib.pyplot as plt
 import numpy as np
 
-from .core import _np, save_figure
+from .core import _np, _positive, save_figure, series_styles
 
 __all__ = ["plot_inner_residuals", "plot_residual_fans", "plot_tradeoff", "plot_nfe_breakdown", "plot_singular_values"]
 
@@ -27,15 +27,16 @@ def plot_inner_residuals(curves: Mapping[str, Sequence[float]], tol: float | Map
     """
     fig, ax = (ax.figure, ax) if ax is not None else plt.subplots(figsize=(6.4, 3.6))
     drawn = []
+    styles = series_styles(list(curves))
     for k, (name, c) in enumerate(curves.items()):
         c = _floor(c)
         bold = highlight is None or name == highlight
         ax.semilogy(np.arange(len(c)), c, marker="o", ms=3 if bold else 2, lw=2.0 if bold else 1.0,
-                    alpha=1.0 if bold else 0.35, color=f"C{k}", label=name)
+                    alpha=1.0 if bold else 0.35, color=styles[name]["color"], label=name)
         if bold:
             drawn.append(c)
         if isinstance(tol, Mapping) and name in tol and bold:
-            ax.axhline(tol[name], color=f"C{k}", lw=0.8, ls=":")
+            ax.axhline(tol[name], color=styles[name]["color"], lw=0.8, ls=":")
     if tol is not None and not isinstance(tol, Mapping):
         ax.axhline(tol, color="k", lw=0.8, ls=":", label=f"tol {tol:g}")
     ax.set_xlabel("inner iteration (evaluations of Phi after the initial guess)")
@@ -48,7 +49,8 @@ def plot_inner_residuals(curves: Mapping[str, Sequence[float]], tol: float | Map
 
 
 def plot_residual_fans(fans: Mapping[str, Sequence[Sequence[float]]], tol: Mapping[str, float] | None = None,
-                       ylabel: Mapping[str, str] | None = None, save: str | Path | None = None):
+                       ylabel: Mapping[str, str] | None = None, save: str | Path | None = None,
+                       suptitle: str | None = None):
     """One panel per solver: every inversion step's residual curve, coloured by step
     (dark = first step, near the clean image; light = last, near the noise)."""
     names = list(fans)
@@ -68,7 +70,9 @@ def plot_residual_fans(fans: Mapping[str, Sequence[Sequence[float]]], tol: Mappi
         ax.grid(True, which="both", alpha=0.3)
         ax.set_ylabel((ylabel or {}).get(name, "residual (RMS)"), fontsize=8)
     sm = plt.cm.ScalarMappable(cmap=cmap, norm=plt.Normalize(1, max(len(c) for c in fans.values())))
-    fig.colorbar(sm, ax=axes[0].tolist(), fraction=0.02, pad=0.01, label="inversion step")
+    fig.colorbar(sm, ax=axes[0].tolist(), fraction=0.02, pad=0.01, label="inversion step k")
+    if suptitle:
+        fig.suptitle(suptitle, fontsize=10, y=1.04)
     save_figure(fig, save)
     return fig
 
@@ -80,11 +84,13 @@ def plot_tradeoff(points: Mapping[str, tuple[Sequence[float], Sequence[float]]],
     """Error vs cost, one line per solver: ``points[name] = (costs, errors)``; ``labels[name]``
     annotates each point (e.g. its tolerance); ``baselines`` draws horizontal reference lines."""
     fig, ax = plt.subplots(figsize=(6.6, 4.0))
+    styles = series_styles(list(points))
     for k, (name, (cost, err)) in enumerate(points.items()):
-        cost, err = _np(cost), _floor(err)
-        ax.semilogy(cost, err, marker="o", ms=4, lw=1.5, color=f"C{k}", label=name)
+        cost, err = _np(cost), _positive(err)
+        c = styles[name]["color"]
+        ax.semilogy(cost, err, marker="o", ms=4, lw=1.5, color=c, label=name)
         for j, txt in enumerate((labels or {}).get(name, [])):
-            ax.annotate(txt, (cost[j], err[j]), textcoords="offset points", xytext=(4, 3), fontsize=6, color=f"C{k}")
+            ax.annotate(txt, (cost[j], err[j]), textcoords="offset points", xytext=(4, 3), fontsize=6, color=c)
     for j, (name, v) in enumerate((baselines or {}).items()):
         ax.axhline(v, color="gray", ls=["--", ":", "-."][j % 3], lw=1.0, label=name)
     ax.set_xlabel(xlabel)
@@ -105,19 +111,23 @@ def plot_nfe_breakdown(parts: Mapping[str, Sequence[float]], order: Sequence[int
     n = len(next(iter(parts.values())))
     xs = np.arange(1, n + 1)
     bottom = np.zeros(n)
+    styles = series_styles(list(parts))  # parts are not methods: colours apart from the methods'
     for name, v in parts.items():
         v = _np(v)
-        ax.bar(xs, v, bottom=bottom, label=name)
+        ax.bar(xs, v, bottom=bottom, label=name, color=styles[name]["color"])
         bottom += v
     if order is not None:
         for x, o, b in zip(xs, order, bottom):
             ax.text(x, b, f"o{int(o)}", ha="center", va="bottom", fontsize=7)
-    ax.set_xticks(xs)
-    if x_labels is not None:
-        ax.set_xticklabels([f"{v:g}" for v in x_labels], fontsize=7, rotation=45)
-        ax.set_xlabel("timestep reached (o1/o2: order of the sampling step inverted)")
-    else:
-        ax.set_xlabel("inversion step")
+    ax.set_xticks(xs, [str(x) if n <= 25 or x % 5 == 0 or x == 1 else "" for x in xs], fontsize=7)
+    ax.set_xlabel("inversion step k (1 = the step from the clean end; o1/o2: order of the sampling step inverted)",
+                  fontsize=8)
+    if x_labels is not None:  # the timestep each step reaches, on top
+        top = ax.twiny()
+        top.set_xlim(ax.get_xlim())
+        ks = np.unique(np.linspace(1, n, min(6, n)).round().astype(int))
+        top.set_xticks(ks, [f"{x_labels[k - 1]:g}" for k in ks], fontsize=7)
+        top.set_xlabel("timestep reached", fontsize=8)
     ax.set_ylabel("NFE")
     ax.set_title(title)
     ax.legend(fontsize=8)
@@ -130,7 +140,7 @@ def plot_singular_values(curves: Mapping[str, Sequence[float]], title: str = "",
     """Sorted singular values (log scale), one line per step/model: how well-conditioned a step is."""
     fig, ax = plt.subplots(figsize=(6.4, 3.6))
     for name, sv in curves.items():
-        ax.semilogy(np.arange(1, len(sv) + 1), _floor(sv), label=name)
+        ax.semilogy(np.arange(1, len(sv) + 1), _positive(sv), label=name)
     ax.set_xlabel("index (largest first)")
     ax.set_ylabel("singular value of dPhi/dy")
     ax.set_title(title, fontsize=10)
