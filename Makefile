@@ -13,7 +13,7 @@ venv: $(STAMP)
 $(STAMP): pyproject.toml $(CONSTRAINTS)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --upgrade pip
-	$(PY) -m pip install -c $(CONSTRAINTS) -e ".[notebooks,test,sd]"
+	$(PY) -m pip install -c $(CONSTRAINTS) -e ".[notebooks,test,sd,bench]"
 	$(PY) -m ipykernel install --sys-prefix --name python3 >/dev/null
 	touch $(STAMP)
 
