@@ -134,6 +134,7 @@ def check_07(res: dict[str, Any]) -> None:
     assert -0.97 < res["corner_tl_value"] and -0.97 < res["corner_br_value"]
     assert res["corner_worst_clamped_mse"] > 0.9 * res["corner_worst_mse"]
     assert res["corner_worst_adam_mse"] > 30 * res["corner_interior_adam_mse"]
+    assert res["corner_share"] > 0.15                 # two pixels of 1,024 carry a third of the MSE (36% seen)
 
 
 def check_08(res: dict[str, Any]) -> None:

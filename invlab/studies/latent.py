@@ -134,7 +134,8 @@ def region_errors(reconstruction: torch.Tensor, images: torch.Tensor, clamp: boo
     top-right, bottom-left, bottom-right), the rest of the one-pixel ``edge`` ring, and the
     ``interior``. ``clamp=True`` first clamps the reconstruction to [-1, 1] (the data's range), which
     can only help where the decoder *overshoots* the range. Also returned: the mean reconstructed
-    value at each corner (``corner_values``) and the ``worst_corner`` error.
+    value at each corner (``corner_values``), the ``worst_corner`` error, and ``corner_share``, the
+    fraction of the whole image's MSE (``total``) that the four corner pixels carry.
     """
     r = reconstruction.double().clamp(-1, 1) if clamp else reconstruction.double()
     e = (r - images.double()).pow(2).mean(dim=(0, 1))          # (H, W) map
@@ -147,4 +148,5 @@ def region_errors(reconstruction: torch.Tensor, images: torch.Tensor, clamp: boo
         edge[i, j] = False
     return {"corners": corners, "worst_corner": max(corners), "edge": float(e[edge].mean()),
             "interior": float(e[~ring].mean()), "total": float(e.mean()),
+            "corner_share": float(sum(corners) / e.sum()) if float(e.sum()) > 0 else 0.0,
             "corner_values": [float(r[:, :, i, j].mean()) for i, j in corner_idx]}
