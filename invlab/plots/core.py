@@ -111,6 +111,19 @@ def _decade_groups(series: Mapping[str, np.ndarray], max_decades: float) -> list
     return [[k for k in series if k in top], [k for k in series if k not in top]]
 
 
+def _span_at_least(ax, arrays, decades: float = 2.0) -> None:
+    """Widen a log axis to at least ``decades`` decades around its data, so that a panel holding
+    only nearby values does not blow a few per cent up to the full height."""
+    vals = np.concatenate([np.ravel(a) for a in arrays]) if arrays else np.array([])
+    vals = vals[np.isfinite(vals) & (vals > 0)]
+    if not len(vals):
+        return
+    lo, hi = np.log10(vals.min()), np.log10(vals.max())
+    if hi - lo < decades:
+        mid = 0.5 * (lo + hi)
+        ax.set_ylim(10 ** (mid - decades / 2), 10 ** (mid + decades / 2))
+
+
 def plot_step_errors(errors: Mapping[str, Sequence[float]], x_labels: Sequence[float] | None = None,
                      title: str = "ground-truth error after each inversion step", ylabel: str = "NMSE to the true latent",
                      ax=None, save: str | Path | None = None, max_decades: float = 8.0):
@@ -136,6 +149,8 @@ def plot_step_errors(errors: Mapping[str, Sequence[float]], x_labels: Sequence[f
             e = series[name]
             xs = np.arange(1, len(e) + 1)
             a.semilogy(xs, e, marker="o", ms=3, lw=1.5, label=name, **styles[name])
+        if len(groups) > 1:
+            _span_at_least(a, [series[n] for n in names])
         a.set_ylabel(ylabel if len(groups) == 1 else "NMSE", fontsize=9 if len(groups) > 1 else None)
         a.grid(True, which="both", alpha=0.3)
         a.legend(fontsize=8)

@@ -146,7 +146,7 @@ def plot_round_trips(steps: Sequence[int], errors: Mapping[str, Sequence[float]]
     Methods that sit more than ``max_decades`` decades apart (naive ~1e-2, exact ~1e-18) are drawn
     in two panels, each spanning only the decades its methods need. Values at or below ``floor``
     are not drawn."""
-    from .core import _decade_groups, _positive, series_styles
+    from .core import _decade_groups, _positive, _span_at_least, series_styles
 
     series = {k: np.where(_positive(v) > floor, _positive(v), np.nan) for k, v in errors.items()}
     styles = series_styles(list(series))
@@ -156,6 +156,8 @@ def plot_round_trips(steps: Sequence[int], errors: Mapping[str, Sequence[float]]
     for ax, names in zip(axes[:, 0], groups):
         for name in names:
             ax.loglog(steps, series[name], marker="o", label=name, **styles[name])
+        if len(groups) > 1:
+            _span_at_least(ax, [series[n] for n in names])
         ax.set_ylabel("noise NMSE")
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=8)

@@ -20,7 +20,7 @@ def plot_guidance_errors(guidances: Sequence[float], panels: Mapping[str, Mappin
     ``marks[panel]``: a w to mark with a vertical line (e.g. where a solver stops converging).
     When the methods sit more than ``max_decades`` decades apart (naive ~1e-2, exact ~1e-17), each
     quantity gets two panels, one above the other, each spanning only the decades its methods need."""
-    from .core import _decade_groups
+    from .core import _decade_groups, _span_at_least
 
     names = list(dict.fromkeys(n for series in panels.values() for n in series))
     pooled = {n: np.concatenate([_positive(series[n]) for series in panels.values() if n in series]) for n in names}
@@ -36,6 +36,8 @@ def plot_guidance_errors(guidances: Sequence[float], panels: Mapping[str, Mappin
                     ax.semilogy(guidances, _positive(series[name]), marker="o", label=name, **styles[name])
             if marks and marks.get(title) is not None:
                 ax.axvline(marks[title], color="k", ls="--", lw=0.8, label="exact solver first fails to converge")
+            if len(groups) > 1:
+                _span_at_least(ax, [_positive(series[n]) for n in group if n in series])
             if row == 0:
                 ax.set_title(title)
             if row == len(groups) - 1:
