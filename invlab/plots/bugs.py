@@ -1,4 +1,4 @@
-"""The bug gallery (notebook 11): each bug's error curves next to the correct loop's."""
+"""The bug gallery (notebook 14): each bug's error curves next to the correct loop's."""
 
 from __future__ import annotations
 

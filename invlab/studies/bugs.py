@@ -1,4 +1,4 @@
-"""The bug gallery (notebook 11): the classic mistakes of hand-written inversion loops, each
+"""The bug gallery (notebook 14): the classic mistakes of hand-written inversion loops, each
 reproduced on a model whose ground truth is known, with its fingerprint on the error curves.
 
 A user's inversion loop usually looks like :func:`hand_inversion`: diffusers-style, on the

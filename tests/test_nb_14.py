@@ -1,4 +1,4 @@
-"""Notebook 11 (the bug gallery): the notebook in QUICK mode with checks on what it publishes, and the
+"""Notebook 14 (the bug gallery): the notebook in QUICK mode with checks on what it publishes, and the
 hand-written loop and its bugs against invlab and against the rules they break."""
 
 from pathlib import Path
@@ -8,18 +8,18 @@ import torch
 
 import invlab
 from invlab.studies.bugs import BUGS, hand_inversion, run_bug
-from nbchecks import check_11
+from nbchecks import check_14
 
 NB_DIR = Path(__file__).resolve().parent.parent / "notebooks"
 
 
 @pytest.mark.slow
-def test_11_bug_gallery(tmp_path):
+def test_14_bug_gallery(tmp_path):
     from invlab.notebooks import execute
 
-    res = execute(NB_DIR / "11_bug_gallery.ipynb", tmp_path / "out", quick=True, figures=tmp_path / "figures")
-    check_11(res)
-    assert {"11_bug_gallery.png", "11_residuals.png", "11_swap_in.png"} <= {p.name for p in (tmp_path / "figures").iterdir()}
+    res = execute(NB_DIR / "14_bug_gallery.ipynb", tmp_path / "out", quick=True, figures=tmp_path / "figures")
+    check_14(res)
+    assert {"14_bug_gallery.png", "14_residuals.png", "14_swap_in.png"} <= {p.name for p in (tmp_path / "figures").iterdir()}
 
 
 @pytest.fixture(scope="module")

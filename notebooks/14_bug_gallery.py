@@ -7,7 +7,7 @@
 # ---
 
 # %% [markdown]
-# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/invlab/invlab/blob/main/notebooks/11_bug_gallery.ipynb)
+# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/invlab/invlab/blob/main/notebooks/14_bug_gallery.ipynb)
 #
 # # The bug gallery: classic inversion bugs and their fingerprints
 #
@@ -104,7 +104,7 @@ publish(steps=steps, guidance=cfg.guidance, loop_vs_invlab=loop_vs_invlab);
 runs = run_gallery(model, latent, steps, cfg.guidance, batch=BATCH, seed=cfg.seed)
 plots.plot_bug_gallery(runs, suptitle=f"{model.name} (VAE bugs: {LATENT_MODEL}), {steps} steps, w = {cfg.guidance:g}, "
                        f"batch {BATCH}: error curves of each bug (vermillion) over the correct loop (grey)",
-                       save=cfg.figures / "11_bug_gallery.png");
+                       save=cfg.figures / "14_bug_gallery.png");
 
 # %%
 def _ref(name):
@@ -183,7 +183,7 @@ display(Markdown("\n".join(lines)))
 # need the 2M sampling step.)
 
 # %%
-plots.plot_bug_residuals(runs, save=cfg.figures / "11_residuals.png");
+plots.plot_bug_residuals(runs, save=cfg.figures / "14_residuals.png");
 res_ratio = {n: float(r.residual[0] / _ref(n).residual[0]) for n, r in runs.items()
              if not n.startswith("none") and _ref(n) is not None and torch.isfinite(r.residual).all()}
 for n, v in res_ratio.items():
@@ -247,7 +247,7 @@ for k in ks:
     swapped[k] = invlab.metrics.nmse(run.final, z).item()
 base = invlab.metrics.nmse(inv.final, z).item()
 plots.plot_swap_in(ks, [swapped[k] for k in ks], base, title=f"{model.name}, {steps} steps, w = {cfg.guidance:g}: "
-                   "final noise NMSE with one step made exact", save=cfg.figures / "11_swap_in.png");
+                   "final noise NMSE with one step made exact", save=cfg.figures / "14_swap_in.png");
 best = min(swapped, key=swapped.get)
 print(f"unchanged run: {base:.3g}; best single step to fix: k = {best} ({swapped[best]:.3g}); "
       f"fixing the last step: {swapped[ks[-1]]:.3g}")
