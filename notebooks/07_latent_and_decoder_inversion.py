@@ -104,6 +104,7 @@ print(f"encoder round trip |D(E(x)) - x|^2 = {mse(x_E, x):.2e} per pixel; latent
 dec = compare_decoder_inversion(model, x, iterations=iters, show_progress=True)
 enc_err = dec["adam"].encoder_error
 plots.plot_decoder_losses({k: r.losses for k, r in dec.items()}, encoder_error=enc_err,
+                          title=f"{model.name}: decoder inversion, pixel MSE per iteration (no diffusion steps)",
                           save=cfg.figures / "07_decoder_inversion.png");
 for k, r in dec.items():
     print(f"{k:>13s}: pixel MSE {r.decoder_error:.2e} (encoder {r.encoder_error:.2e}, {r.improvement:.1f}x lower)  {r.seconds:.1f} s")
@@ -115,6 +116,7 @@ for k, r in dec.items():
 plots.show_images(torch.cat([x, dec["adam"].encoder_reconstruction, dec["adam"].reconstruction,
                              10 * (dec["adam"].encoder_reconstruction - x), 10 * (dec["adam"].reconstruction - x)]),
                   rows=5, row_labels=["image x", "D(E(x))", "D(z*) (Adam)", "10 x error, encoder", "10 x error, decoder inv."],
+                  suptitle=f"{model.name}: the autoencoder alone (no diffusion steps)",
                   save=cfg.figures / "07_reconstructions.png");
 
 # %% [markdown]
@@ -183,7 +185,7 @@ plots.draw_latent_chain(save=cfg.figures / "07_latent_chain.png");
 real = image_chain(model, x, {"encoder": z_E, "decoder inv.": dec["adam"].latent}, steps, cfg.guidance, y,
                    show_progress=True)
 rows = {f"{src}\n+ {m}": r.row() for (src, m), r in real.items()}
-plots.plot_error_split(rows, title="real digits: pixel error of the round trip, split",
+plots.plot_error_split(rows, title=plots.run_title("real digits: pixel error of the round trip, split", model.name, steps, cfg.guidance),
                        save=cfg.figures / "07_error_split_real.png");
 for (src, m), r in real.items():
     print(f"{src:>13s} + {m:5s}: autoencoder {r.vae_mse:.2e}  diffusion {r.diffusion_mse:.2e}  total {r.total_mse:.2e}  "
@@ -205,7 +207,7 @@ dec_gen = compare_decoder_inversion(model, x_gen, methods=("adam",), iterations=
 gen = image_chain(model, x_gen, {"true latent": z0_true, "encoder": model.encode(x_gen), "decoder inv.": dec_gen.latent},
                   steps, cfg.guidance, gen_cond, true_noise=z_T, true_latent=z0_true, show_progress=True)
 plots.plot_error_split({f"{src}\n+ {m}": r.row() for (src, m), r in gen.items()},
-                       title="generated digits: pixel error of the round trip, split",
+                       title=plots.run_title("generated digits: pixel error of the round trip, split", model.name, steps, cfg.guidance),
                        save=cfg.figures / "07_error_split_generated.png");
 for (src, m), r in gen.items():
     print(f"{src:>13s} + {m:5s}: latent vs truth NMSE {r.source_latent_nmse:.2e}  noise NMSE {r.noise_nmse:.2e}  "
