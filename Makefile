@@ -54,7 +54,7 @@ build/notebooks/%.ipynb: notebooks/%.ipynb | $(STAMP)
 	$(PY) -m invlab.notebooks --mode full --out build/notebooks --figures figures --only $* || { rm -f $@; exit 1; }
 
 site: $(EXECUTED) | $(STAMP)
-	$(PY) -m invlab.site --notebooks build/notebooks --out build/site
+	$(PY) -m invlab.site --notebooks build/notebooks --out build/site --expect full
 
 test: $(STAMP) $(BROWSER_STAMP)
 	$(PY) -m pytest

@@ -10,7 +10,8 @@ PNG where the widget was (its HTML priority ranks ``image/png`` above the ``VBox
 instructor's guide ``notebooks/README.md`` rendered as ``readme.html``.
 
 ``--execute quick|full`` first runs the sources with papermill (see :mod:`invlab.notebooks`) into
-``--notebooks``, a build folder: never over ``notebooks/``. ``make site`` is the full-mode build.
+``--notebooks``, a build folder: never over ``notebooks/``. ``make site`` is the full-mode build
+(``--expect full`` fails it when an executed copy there came from a QUICK run).
 
 Offline: the pages load no stylesheet or script from the network except MathJax, which typesets
 the formulas; without a network a formula shows as its LaTeX source (``$\\alpha_t$``), and the
@@ -60,8 +61,9 @@ def _markdown_sources(nb) -> list[str]:
 
 
 def title_and_summary(nb) -> tuple[str, str]:
-    """The first level-1 markdown heading, and the first point of "What you will learn" (markdown,
-    one line, cut at its first ';'), or else the first paragraph after the heading; '' if none."""
+    """The first level-1 markdown heading, and a one-line summary (markdown): "You will learn" and
+    the first point under "What you will learn" up to its first ';', or else the first paragraph
+    after the heading up to its first ';'; '' for what is missing."""
     title, summary = "", ""
     for src in _markdown_sources(nb):
         m = _HEADING.search(src)
@@ -74,7 +76,7 @@ def title_and_summary(nb) -> tuple[str, str]:
             continue
         bullet = re.search(r"^\s*[-*]\s+(.+?)(?=^\s*[-*]\s|^\s*$|\Z)", src[m.end():], re.M | re.S)
         if bullet:
-            summary = bullet.group(1)
+            summary = "You will learn " + bullet.group(1)
             break
     if not summary:
         for src in _markdown_sources(nb):
@@ -96,11 +98,16 @@ def _inline_markdown(text: str) -> str:
     return re.sub(r"^<p>(.*)</p>$", r"\1", out, flags=re.S)
 
 
+def _quick(nb) -> bool | None:
+    """The QUICK value papermill passed (None: not run by papermill, or without QUICK)."""
+    return nb.metadata.get("papermill", {}).get("parameters", {}).get("QUICK")
+
+
 def _mode_of(nb) -> str:
-    params = nb.metadata.get("papermill", {}).get("parameters", {})
-    if "QUICK" not in params:
+    quick = _quick(nb)
+    if quick is None:
         return "executed with the notebook's own parameters"
-    return "executed in QUICK mode (small sizes)" if params["QUICK"] else "executed in full mode"
+    return "executed in QUICK mode (small sizes)" if quick else "executed in full mode"
 
 
 def _failed(nb) -> bool:
@@ -150,7 +157,7 @@ def _exporter():
 
 def render_notebook(path: Path, names: set[str], exporter=None) -> tuple[str, dict[str, Any]]:
     """One executed notebook as an HTML page (images embedded); returns the page and its entry
-    for the index (file, title, summary, mode, failed, widgets)."""
+    for the index (file, notebook, title, summary, mode, quick, failed, widgets)."""
     import nbformat
 
     path = Path(path)
@@ -164,7 +171,7 @@ def render_notebook(path: Path, names: set[str], exporter=None) -> tuple[str, di
     page, _ = exporter.from_notebook_node(page_nb, resources=resources)
     widgets = sum(1 for c in nb.cells for o in c.get("outputs", []) if WIDGET in o.get("data", {}) and _has_picture(o))
     entry = {"file": path.with_suffix(".html").name, "notebook": path.name, "title": title or path.stem,
-             "summary": summary, "mode": mode, "failed": _failed(nb), "widgets": widgets}
+             "summary": summary, "mode": mode, "quick": _quick(nb), "failed": _failed(nb), "widgets": widgets}
     return _relink(page, names), entry
 
 
@@ -195,7 +202,7 @@ def index_page(entries: list[dict[str, Any]], readme: bool) -> str:
     items = []
     for e in entries:
         flag = ' <span class="failed">(execution failed)</span>' if e["failed"] else ""
-        summary = f"<br>You will learn {_inline_markdown(e['summary'])}." if e["summary"] else ""
+        summary = f"<br>{_inline_markdown(e['summary'])}." if e["summary"] else ""
         items.append(f'<li><a href="{e["file"]}">{_inline_markdown(e["title"])}</a> '
                      f'<small>({html.escape(e["notebook"])})</small>{flag}{summary}</li>')
     modes = sorted({e["mode"] for e in entries})
@@ -276,6 +283,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="with --execute: where figures go (default: figures/ in full mode, build/figures-quick in quick)")
     ap.add_argument("--only", nargs="*", help="with --execute: names (or prefixes) of notebooks to run")
     ap.add_argument("--threads", type=int, default=None, help="with --execute: torch threads in each kernel")
+    ap.add_argument("--expect", choices=["quick", "full"], default=None,
+                    help="fail when a page was executed in the other mode (make site expects full)")
     args = ap.parse_args(argv)
     src, executed = Path(args.dir), Path(args.notebooks)
     if executed.resolve() == src.resolve():
@@ -304,6 +313,12 @@ def main(argv: list[str] | None = None) -> int:
     for e in entries:
         print(f"{e['file']:45s} {e['mode']}{'  FAILED' if e['failed'] else ''}")
     print(f"{len(entries)} page(s) + index.html in {args.out} ({time.perf_counter() - t0:.1f} s)")
+    if args.expect:
+        other = [e["notebook"] for e in entries if e["quick"] != (args.expect == "quick")]
+        if other:
+            print(f"not executed in {args.expect} mode: {other}; execute them again (make -B site for full mode)",
+                  file=sys.stderr)
+            return 1
     return 1 if any(e["failed"] for e in entries) else 0
 
 

@@ -100,7 +100,7 @@ def test_index_and_pages_from_tiny_notebooks(tmp_path):
     assert sorted(p.name for p in out.iterdir()) == ["01_a.html", "02_b.html", "index.html", "readme.html"]
     index = (out / "index.html").read_text()
     assert '<a href="01_a.html">First steps</a>' in index and '<a href="02_b.html">Second steps</a>' in index
-    assert "how <code>x_t</code> is <em>made</em>." in index and "something else" not in index
+    assert "<br>You will learn how <code>x_t</code> is <em>made</em>.</li>" in index and "something else" not in index
     assert '<a href="readme.html">' in index and "QUICK mode" in index and "MathJax" in index
     assert "Open [01](01_a.html)" not in (out / "readme.html").read_text()
     guide = (out / "readme.html").read_text()
@@ -186,3 +186,13 @@ def test_explorer_bundle_carries_its_current_figure():
     assert WIDGET in first and first["image/png"] == ex.out.outputs[0]["data"]["image/png"]
     ex.controls["n"].value = 4
     assert ex._repr_mimebundle_()["image/png"] == ex.out.outputs[0]["data"]["image/png"] != first["image/png"]
+
+
+def test_expect_mode_flags_pages_of_the_other_mode(tmp_path, capsys):
+    nbs = tmp_path / "executed"
+    nbs.mkdir()
+    nbformat.write(_tiny("First steps", "one thing", widget=False), nbs / "01_a.ipynb")  # QUICK
+    args = ["--notebooks", str(nbs), "--out", str(tmp_path / "site"), "--dir", str(tmp_path)]
+    assert site.main([*args, "--expect", "quick"]) == 0
+    assert site.main([*args, "--expect", "full"]) == 1
+    assert "not executed in full mode: ['01_a.ipynb']" in capsys.readouterr().err
