@@ -339,6 +339,7 @@ def run_bench(cfg: BenchConfig, show_progress: bool = True, limit: int | None = 
 
     dist = _Dist()
     device = dist.device(cfg.device)
+    threads_before = torch.get_num_threads()
     torch.set_num_threads(cfg.threads)
     rows = cfg.rows()
     cols = columns(cfg.metrics)
@@ -371,6 +372,7 @@ def run_bench(cfg: BenchConfig, show_progress: bool = True, limit: int | None = 
                 on_row(rec)
     finally:
         appender.close()
+        torch.set_num_threads(threads_before)
     dist.barrier()
     total = None
     if dist.rank == 0:
