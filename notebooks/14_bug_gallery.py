@@ -106,6 +106,7 @@ plots.plot_bug_gallery(runs, suptitle=f"{model.name} (VAE bugs: {LATENT_MODEL}),
                        f"batch {BATCH}: error curves of each bug (vermillion) over the correct loop (grey)",
                        save=cfg.figures / "14_bug_gallery.png");
 
+
 # %%
 def _ref(name):
     r = runs[name]
