@@ -158,6 +158,13 @@ def test_plot_writes_the_pareto_and_guidance_figures(single, tmp_path):
     assert (tmp_path / "cli" / "tiny_pareto.png").exists()
 
 
+def test_report_writes_winners_and_every_entry(single, tmp_path):
+    assert main(["report", str(single[0].output), "--out", str(tmp_path / "r.md")]) == 0
+    md = (tmp_path / "r.md").read_text()
+    assert "## Winners by budget (image_nmse)" in md and "| gmm-digits | ddim | 4 | 3 |" in md
+    assert "| model | solver | steps | w | naive | exact 3x | fixed-point 3x |" in md and "12 rows" in md
+
+
 @pytest.mark.slow
 def test_sharded_over_two_processes_equals_the_single_table(single, tmp_path):
     # accelerate's launcher starts N processes on a CPU-only machine through its torchrun path

@@ -2,7 +2,8 @@
 
     invlab bench benchmarks/leaderboard.toml            # or: python -m invlab.bench CONFIG
     accelerate launch --num_processes 2 --cpu -m invlab.bench benchmarks/leaderboard.toml
-    invlab bench plot benchmarks/results/leaderboard.csv
+    invlab bench plot benchmarks/results/leaderboard.csv     # Pareto and error-vs-guidance figures
+    invlab bench report benchmarks/results/leaderboard.csv   # markdown: winners by budget, every entry
 
 A config (TOML; Python 3.10 needs ``tomli``, in the ``bench`` extra) names the grid; every row is
 one (model, solver, steps, guidance, image item, method entry), computed by
@@ -75,10 +76,11 @@ import sys
 
 from .config import METRICS, BenchConfig, Row, load_config, parse_config
 from .plot import aggregate, plot_table
+from .report import write_report
 from .run import columns, read_table, run_bench, same_table
 
 __all__ = ["METRICS", "BenchConfig", "Row", "aggregate", "columns", "load_config", "main", "parse_config",
-           "plot_table", "read_table", "run_bench", "same_table"]
+           "plot_table", "read_table", "run_bench", "same_table", "write_report"]
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -88,7 +90,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--output", help="the table to write (overrides [bench] output)")
     p.add_argument("--limit", type=int, help="compute at most this many rows per process, then stop")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("--plot", action="store_true", help="also write the figures when the run is done")
+    p.add_argument("--plot", action="store_true", help="also write the figures and the report when the run is done")
     return p
 
 
@@ -109,6 +111,14 @@ def main(argv: list[str] | None = None) -> int:
         for path in plot_table(args.table, args.out, args.metric):
             print(path)
         return 0
+    if argv[:1] == ["report"]:
+        p = argparse.ArgumentParser(prog="invlab bench report", description="A bench table as markdown: the "
+                                    "winner at each budget and every entry's median error.")
+        p.add_argument("table", help="the CSV a bench run wrote")
+        p.add_argument("--out", help="the markdown file (default: <table stem>.md beside it)")
+        args = p.parse_args(argv[1:])
+        print(write_report(args.table, args.out))
+        return 0
     args = _parser().parse_args(argv)
     try:
         cfg = load_config(args.config, args.output)
@@ -123,4 +133,5 @@ def main(argv: list[str] | None = None) -> int:
         if args.plot:
             for path in plot_table(cfg.output):
                 print(path)
+            print(write_report(cfg.output))
     return 0
