@@ -240,7 +240,7 @@ def swap_in(k):
     return invlab.FunctionIntervention(fn, {"eps"}, stage="eps")
 
 
-ks = list(range(0, steps, max(1, steps // 25)))
+ks = list(range(steps))                              # every step, one at a time
 swapped = {}
 for k in ks:
     run = invlab.invert(model, ref.final, steps, "ddim", "naive", cfg.guidance, cond,
