@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from ..inversion.easyinv import EasyInvOptions
+from ..plots.core import series_styles
 from .core import Cache, Explorer, check_range, check_object, float_slider, select_slider
 
 __all__ = ["KalmanExplorer", "WINDOWS"]
@@ -62,25 +63,27 @@ class KalmanExplorer(Explorer):
             ce, oe = c.step_errors()["eta"], o.step_errors()["oracle"]
             cf, of = c.noise_nmse()["eta"], o.noise_nmse()["oracle"]
             fig, (a, b) = plt.subplots(1, 2, figsize=(10.5, 3.6))
-            xs = np.arange(1, steps + 1)
-            a.semilogy(xs, naive_err.numpy(), label=f"naive ({naive_final:.3g})")
-            a.semilogy(xs, ce.numpy(), label=f"eta={e:g} ({cf:.3g})")
-            a.semilogy(xs, oe.numpy(), label=f"oracle ({of:.3g})")
-            blend = c.blend_steps()
-            a.axvspan(min(blend) + 0.5, max(blend) + 1.5, color="0.85", zorder=0)
-            a.set_xlabel("inversion step")
+            xs = np.arange(1, steps + 1)  # the course's numbering: inversion step k = 1..N from the clean end
+            st = series_styles(["naive", "eta", "oracle"])
+            a.semilogy(xs, naive_err.numpy(), label=f"naive ({naive_final:.3g})", **st["naive"])
+            a.semilogy(xs, ce.numpy(), label=f"eta={e:g} ({cf:.3g})", **st["eta"])
+            a.semilogy(xs, oe.numpy(), label=f"oracle ({of:.3g})", **st["oracle"])
+            blend = [i + 1 for i in c.blend_steps()]  # loop index i -> inversion step k = i + 1
+            a.axvspan(min(blend) - 0.5, max(blend) + 0.5, color="0.85", zorder=0)
+            a.set_xlabel("inversion step k")
             a.set_ylabel("NMSE to the true latent")
             a.legend(fontsize=8, title="final noise NMSE", title_fontsize=8)
             a.grid(True, which="both", alpha=0.3)
             v = o.steps_view["oracle"]
-            b.plot(blend, [e] * len(blend), "o-", ms=3, label=f"constant eta={e:g}")
-            b.plot(blend, v.eta[v.blended].numpy(), "o-", ms=3, label="oracle eta*")
+            b.plot(blend, [e] * len(blend), "o-", ms=3, label=f"constant eta={e:g}", **st["eta"])
+            b.plot(blend, v.eta[v.blended].numpy(), "o-", ms=3, label="oracle eta*", **st["oracle"])
             b.axhline(1.0, color="k", lw=0.8, ls=":")
-            b.set_xlabel("inversion step")
+            b.set_xlabel("inversion step k")
             b.set_ylabel("eta (K = 1 - eta)")
             b.legend(fontsize=8)
             b.grid(alpha=0.3)
-            fig.suptitle(f"window {window}: blended steps {min(blend)}..{max(blend)}", fontsize=10)
+            fig.suptitle(f"window {window}: blended steps k = {min(blend)}..{max(blend)} "
+                         f"({getattr(model, 'name', model)}, {steps} steps, w = {guidance:g})", fontsize=10)
             fig.tight_layout()
             return fig, np.concatenate([ce.numpy(), [cf]])
 
