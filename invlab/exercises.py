@@ -1,6 +1,6 @@
 """Exercises: the learner writes a key line, a check says whether it is right.
 
-Every notebook (01-09) has one exercise: a markdown cell states the task and its equation, a code
+Every notebook (01-10 and 14) has one exercise: a markdown cell states the task and its equation, a code
 cell holds the learner's function (``raise NotImplementedError`` until it is written) and a check
 cell calls one of the checks below. A check
 
@@ -29,7 +29,7 @@ from .schedules import Level
 
 __all__ = ["Check", "check_naive_step", "check_ddim_euler_step", "check_local_errors", "check_guided_eps",
            "check_oracle_eta", "check_forward_step_solve", "check_gradient_free_step", "check_eps_from_prediction",
-           "check_renoise_step"]
+           "check_renoise_step", "check_edict_inverse", "check_forward_residual"]
 
 STATUSES = ("correct", "wrong", "not written")
 
@@ -545,3 +545,104 @@ def check_renoise_step(fn: Callable) -> None:
                  "prediction at x itself", lambda: variant(x, cur, nxt, K, rng, shift=-1)),
             ]
             _compare(got, r.x_next, f"K = {K}, average_range {rng}, step {k} ({cur.label:g} -> {nxt.label:g})", hints)
+
+
+# ------------------------------------------------------------------ 10: EDICT's inverse step
+
+
+@functools.lru_cache(maxsize=None)
+def _edict_material(batch: int = 2, seed: int = 0):
+    """gmm-digits (float64): a pair (x, y) at a mid level of a 10-step grid and one EDICT step from it."""
+    model = _model("gmm-digits")
+    levels = list(model.schedule.grid(10).levels)
+    gen = torch.Generator().manual_seed(seed)
+    shape = (batch, *model.sample_shape)
+    x, y = torch.randn(shape, generator=gen, dtype=torch.float64), torch.randn(shape, generator=gen, dtype=torch.float64)
+    return model, levels, x, y
+
+
+@_checked("EDICT's inverse step", "my_edict_inverse")
+def check_edict_inverse(fn: Callable) -> None:
+    """``fn(x_t, y_t, eps_fn, s, t, p, x_first) -> (x_s, y_s)``: undo one EDICT sampling step s -> t
+    (``invlab.reversible.edict_step``); ``eps_fn(z)`` is eps(z, label of s). Checked by recovering
+    the pair the step started from, for both update orders and two mixing weights."""
+    from .reversible import edict_step
+
+    model, levels, x, y = _edict_material()
+    s, t = levels[4], levels[5]
+
+    def eps_fn(z: torch.Tensor) -> torch.Tensor:
+        return model.eps(z, s.label).eps
+
+    a = t.alpha / s.alpha
+    b = t.sigma - a * s.sigma
+    for p in (0.93, 0.8):
+        for x_first in (True, False):
+            x_t, y_t = edict_step(x, y, eps_fn, s, t, p, x_first)
+            got = _call(fn, x_t.clone(), y_t.clone(), eps_fn, s, t, p, x_first)
+            if not (isinstance(got, (tuple, list)) and len(got) == 2):
+                raise _Verdict("wrong", f"return the pair (x_s, y_s) as a tuple (got {type(got).__name__})")
+
+            def unmix_x_first():       # the common slip: un-mixing x before y
+                x_i = (x_t - (1 - p) * y_t) / p
+                y_i = (y_t - (1 - p) * x_i) / p
+                return x_i, y_i
+
+            def undo(x_i, y_i):
+                first_i, second_i = (x_i, y_i) if x_first else (y_i, x_i)
+                second = (second_i - b * eps_fn(first_i)) / a
+                first = (first_i - b * eps_fn(second)) / a
+                return (first, second) if x_first else (second, first)
+
+            def undo_no_order(x_i, y_i):   # always undoing y's update first, ignoring the leapfrog order
+                y0 = (y_i - b * eps_fn(x_i)) / a
+                return (x_i - b * eps_fn(y0)) / a, y0
+
+            where = f"p = {p}, {'x' if x_first else 'y'} updated first"
+            hints_x = [("un-mix y first: y' = (y_t - (1-p) x_t) / p uses x_t, then x' = (x_t - (1-p) y') / p; the "
+                        "forward step mixed x first, so its inverse un-mixes y first", lambda: undo(*unmix_x_first())[0]),
+                       ("undo the two updates in the mirrored order of the forward step: with y updated first "
+                        "(x_first=False) the last update was x's", lambda: undo_no_order(
+                            (x_t - (1 - p) * ((y_t - (1 - p) * x_t) / p)) / p, (y_t - (1 - p) * x_t) / p)[0])]
+            _compare(got[0], x, f"x_s ({where})", hints_x)
+            _compare(got[1], y, f"y_s ({where})")
+
+
+# ------------------------------------------------------------------ 14: the forward residual
+
+
+@_checked("forward residual (a check without ground truth)", "my_forward_residual")
+def check_forward_residual(fn: Callable) -> None:
+    """``fn(eps_fn, x_cur, x_next, cur, nxt) -> float``: re-run the correct DDIM *sampling* step
+    from the inverted state ``x_next`` (level ``nxt``, noisier) down to ``cur``, fed ``nxt``'s
+    label, and return the RMS of its difference to ``x_cur`` over all entries. Compared on every
+    step of a naive inversion of gmm-digits."""
+    from .steps import ddim_step, x0_from_eps
+
+    model, cond, _, inv = _digits_run()
+    eps_fn = _eps_fn(model, cond, 3.0)
+    for k, r in enumerate(inv.records):
+        cur, nxt = inv.levels[k], inv.levels[k + 1]
+        got = _call(fn, eps_fn, r.x_cur.clone(), r.x_next.clone(), cur, nxt)
+        if isinstance(got, torch.Tensor):
+            if got.numel() != 1:
+                raise _Verdict("wrong", f"step {k}: return one number, the RMS over all entries (got shape "
+                                        f"{tuple(got.shape)})")
+            got = float(got)
+        if not isinstance(got, (int, float)):
+            raise _Verdict("wrong", f"step {k}: return a number (got {type(got).__name__})")
+        e = eps_fn(r.x_next, nxt.label)
+        back = ddim_step(x0_from_eps(r.x_next, e, nxt), e, cur)
+        want = float((back - r.x_cur).pow(2).mean().sqrt())
+        e_c = eps_fn(r.x_next, cur.label)
+        wrong_label = float((ddim_step(x0_from_eps(r.x_next, e_c, nxt), e_c, cur) - r.x_cur).pow(2).mean().sqrt())
+        mse = want * want
+        if abs(got - want) <= 1e-9 * max(want, 1e-300):
+            continue
+        if abs(got - mse) <= 1e-9 * max(mse, 1e-300):
+            raise _Verdict("wrong", f"step {k}: that is the mean squared difference; take its square root (RMS)")
+        if abs(got - wrong_label) <= 1e-9 * max(wrong_label, 1e-300):
+            raise _Verdict("wrong", f"step {k}: the sampling step from level nxt feeds the network nxt.label, the "
+                                    "level of the state it starts from")
+        raise _Verdict("wrong", f"step {k}: got {got:.6g}, invlab computes {want:.6g}; the sampling step is "
+                                "x0 = (x_next - sigma_nxt eps) / alpha_nxt, back = alpha_cur x0 + sigma_cur eps")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 
 __all__ = ["naive_step", "ddim_euler_step", "local_errors", "guided_eps", "oracle_eta", "forward_step_solve",
-           "gradient_free_step", "eps_from_prediction", "renoise_step"]
+           "gradient_free_step", "eps_from_prediction", "renoise_step", "edict_inverse", "forward_residual"]
 
 
 def naive_step(eps_fn, x, cur, nxt):
@@ -111,3 +111,25 @@ def renoise_step(eps_fn, x, cur, nxt, renoise_steps, average_range):
         y = inv_step(eps)
     a, b = average_range
     return inv_step(torch.stack(preds[a:b]).mean(0))
+
+
+def edict_inverse(x_t, y_t, eps_fn, s, t, p, x_first=True):
+    """Notebook 10: undo one EDICT step s -> t. Un-mix in reverse (y first, then x), then undo the two
+    updates in reverse: the latent updated second is restored first."""
+    a = t.alpha / s.alpha
+    b = t.sigma - a * s.sigma
+    y_i = (y_t - (1 - p) * x_t) / p
+    x_i = (x_t - (1 - p) * y_i) / p
+    first_i, second_i = (x_i, y_i) if x_first else (y_i, x_i)
+    second = (second_i - b * eps_fn(first_i)) / a
+    first = (first_i - b * eps_fn(second)) / a
+    return (first, second) if x_first else (second, first)
+
+
+def forward_residual(eps_fn, x_cur, x_next, cur, nxt):
+    """Notebook 14: re-run the sampling step from the inverted state and compare with where
+    inversion came from: RMS of DDIM_{nxt -> cur}(x_next) - x_cur."""
+    eps = eps_fn(x_next, nxt.label)
+    x0 = (x_next - nxt.sigma * eps) / nxt.alpha
+    back = cur.alpha * x0 + cur.sigma * eps
+    return float((back - x_cur).pow(2).mean().sqrt())

@@ -400,6 +400,36 @@ if trained is not None:
 explorer = ReversibleExplorer(model, x_real, steps=step_counts, guidance=w_rt, cond=cond)
 explorer
 
+
+# %% [markdown]
+# ## Exercise: write EDICT's inverse step
+#
+# Section 2 derived it; now write it as a function. `edict_step(x, y, eps_fn, s, t, p, x_first)` updated
+# `first` (x when `x_first`, else y), then `second`, then mixed x and then y. Undo it in reverse:
+#
+# $$y' = \frac{y_t - (1-p)\,x_t}{p},\quad x' = \frac{x_t - (1-p)\,y'}{p},\quad
+# \text{second} = \frac{\text{second}' - b\,\epsilon(\text{first}')}{a},\quad
+# \text{first} = \frac{\text{first}' - b\,\epsilon(\text{second})}{a},$$
+#
+# with $a = \alpha_t/\alpha_s$, $b = \sigma_t - a\,\sigma_s$ and `eps_fn(z)` $= \epsilon(z, s)$. Return the pair
+# `(x_s, y_s)`. The check recovers the states one step started from, for both update orders and two
+# values of $p$, and names the usual slips; until yours passes, the cell uses `invlab.solutions.edict_inverse`.
+
+# %%
+def my_edict_inverse(x_t, y_t, eps_fn, s, t, p, x_first=True):
+    """Undo one EDICT sampling step s -> t; return (x_s, y_s)."""
+    raise NotImplementedError("your code here")
+
+
+# %%
+from invlab import exercises, solutions
+
+check = exercises.check_edict_inverse(my_edict_inverse)
+edict_inv = check.pick(my_edict_inverse, solutions.edict_inverse)
+back = edict_inv(x_t, y_t, lambda z: eps_at(z, s_), s_, t_, 0.93)
+print("your inverse on section 2's step recovers the start to",
+      f"{max((back[0] - x_s).abs().max().item(), (back[1] - y_s).abs().max().item()):.1e}")
+
 # %% [markdown]
 # ## Questions to try
 #

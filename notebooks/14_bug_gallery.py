@@ -255,10 +255,42 @@ print(f"unchanged run: {base:.3g}; best single step to fix: k = {best} ({swapped
 publish(swap_base=base, swap_best_step=best, swap_best=swapped[best], swap_last=swapped[ks[-1]],
         swap_first=swapped[0]);
 
+
 # %% [markdown]
 # Making one step exact helps most at the clean end, where the first steps are taken: the same
 # lesson as notebook 03's restart counterfactual, found here with a three-line intervention that
 # you can put into any invlab run. The curve is the printed numbers above.
+
+# %% [markdown]
+# ## Exercise: the forward residual of your own run
+#
+# Section 4's signal needs no ground truth, so you can compute it on any inversion. Given the state
+# `x_cur` at level `cur` that an inversion step started from and the state `x_next` it produced at the
+# noisier level `nxt`, run the correct DDIM *sampling* step back down and return the RMS difference:
+#
+# $$\hat\epsilon = \epsilon_\theta(x_{\rm next}, t_{\rm nxt}),\quad
+# \hat x_0 = \frac{x_{\rm next} - \sigma_{\rm nxt}\hat\epsilon}{\alpha_{\rm nxt}},\quad
+# r = \operatorname{RMS}\big(\alpha_{\rm cur}\hat x_0 + \sigma_{\rm cur}\hat\epsilon - x_{\rm cur}\big).$$
+#
+# `eps_fn(x, label)` is the guided noise prediction. The check compares your number with invlab's on
+# every step of a naive inversion; until yours passes, the cell uses `invlab.solutions.forward_residual`.
+
+# %%
+def my_forward_residual(eps_fn, x_cur, x_next, cur, nxt):
+    """RMS of (the DDIM sampling step from x_next at nxt down to cur) - x_cur."""
+    raise NotImplementedError("your code here")
+
+
+# %%
+from invlab import exercises, solutions
+
+check = exercises.check_forward_residual(my_forward_residual)
+forward_residual = check.pick(my_forward_residual, solutions.forward_residual)
+eps_fn = lambda x, label: model.eps(x, label, c, cfg.guidance).eps
+states = inv.latents()
+mine = [forward_residual(eps_fn, states[k], states[k + 1], inv.levels[k], inv.levels[k + 1]) for k in range(steps)]
+print(f"forward residual of section 1's correct run: first step {mine[0]:.2e}, largest {max(mine):.2e} "
+      f"(step {mine.index(max(mine)) + 1})")
 
 # %% [markdown]
 # ## Questions to try

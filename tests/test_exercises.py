@@ -20,7 +20,26 @@ PAIRS = {
     "gradient_free_step": (ex.check_gradient_free_step, so.gradient_free_step),
     "eps_from_prediction": (ex.check_eps_from_prediction, so.eps_from_prediction),
     "renoise_step": (ex.check_renoise_step, so.renoise_step),
+    "edict_inverse": (ex.check_edict_inverse, so.edict_inverse),
+    "forward_residual": (ex.check_forward_residual, so.forward_residual),
 }
+
+
+def _edict_unmix_x_first(x_t, y_t, eps_fn, s, t, p, x_first=True):
+    a = t.alpha / s.alpha
+    b = t.sigma - a * s.sigma
+    x_i = (x_t - (1 - p) * y_t) / p
+    y_i = (y_t - (1 - p) * x_i) / p
+    first_i, second_i = (x_i, y_i) if x_first else (y_i, x_i)
+    second = (second_i - b * eps_fn(first_i)) / a
+    first = (first_i - b * eps_fn(second)) / a
+    return (first, second) if x_first else (second, first)
+
+
+def _residual_wrong_label(eps_fn, x_cur, x_next, cur, nxt):
+    eps = eps_fn(x_next, cur.label)
+    x0 = (x_next - nxt.sigma * eps) / nxt.alpha
+    return float((cur.alpha * x0 + cur.sigma * eps - x_cur).pow(2).mean().sqrt())
 
 
 def test_every_exercise_has_a_solution_and_a_check():
@@ -209,6 +228,12 @@ MISTAKES = [
     (ex.check_renoise_step, lambda eps_fn, x, cur, nxt, K, rng: so.renoise_step(eps_fn, x, cur, nxt, K,
                                                                                (rng[0] - 1, rng[1] - 1)),
      "counting from eps^(0)"),
+    (ex.check_edict_inverse, _edict_unmix_x_first, "un-mix y first"),
+    (ex.check_edict_inverse, lambda x_t, y_t, eps_fn, s, t, p, x_first=True:
+     so.edict_inverse(x_t, y_t, eps_fn, s, t, p, True), "mirrored order"),
+    (ex.check_edict_inverse, lambda *args: args[0], "return the pair"),
+    (ex.check_forward_residual, lambda *args: so.forward_residual(*args) ** 2, "square root"),
+    (ex.check_forward_residual, _residual_wrong_label, "feeds the network nxt.label"),
 ]
 
 
@@ -223,7 +248,7 @@ def test_mistake_is_reported(check, wrong, expected):
 # ---------------------------------------------------------------- the notebooks use them
 
 NB_DIR = __import__("pathlib").Path(__file__).resolve().parent.parent / "notebooks"
-NOTEBOOKS = sorted(NB_DIR.glob("0[1-9]_*.py"))
+NOTEBOOKS = sorted(NB_DIR.glob("[0-9][0-9]_*.py"))
 
 
 @pytest.mark.parametrize("py", NOTEBOOKS, ids=lambda p: p.stem)
@@ -239,7 +264,7 @@ def test_notebook_has_an_exercise_before_the_questions(py):
 
 def test_every_check_is_used_by_a_notebook():
     text = "".join(p.read_text() for p in NOTEBOOKS)
-    assert len(NOTEBOOKS) == 9
+    assert len(NOTEBOOKS) >= 11
     for c, _ in PAIRS.values():
         assert f"exercises.{c.__name__}(" in text, f"{c.__name__} is in no notebook"
 
