@@ -72,6 +72,10 @@ def plot_table(table: str | Path, out_dir: str | Path | None = None, metric: str
                          suptitle=f"{table.stem}: error against inversion NFE", save=paths[0])
     plt.close(fig)
 
+    # one colour per method (METHOD_STYLE); a variant's budgets told apart by the line: dotted, dashed, ... solid
+    budgets = sorted({a["multiple"] for a in agg if a["multiple"] is not None and a["multiple"] > 1})
+    dashes = dict(zip(budgets, [":", "--", "-.", "-"][-len(budgets):] if len(budgets) <= 4 else [":"] * len(budgets)))
+    multiple_of = {a["label"]: a["multiple"] for a in agg}
     lines: dict[str, dict[str, list[tuple[float, float]]]] = {}
     for a in agg:
         name = f"{a['model']}, {a['steps']} steps" + (f", {a['solver']}" if len(solvers) > 1 else "")
@@ -88,7 +92,7 @@ def plot_table(table: str | Path, out_dir: str | Path | None = None, metric: str
             pts.sort()
             st = method_style(series({"label": label, "multiple": 1 if label.endswith("x") else None}))
             h, = ax.plot([p[0] for p in pts], [max(p[1], 1e-300) for p in pts], marker=st["marker"], color=st["color"],
-                         lw=1.0, ms=4, label=label)
+                         ls=dashes.get(multiple_of[label], "-"), lw=1.1, ms=4, label=label)
             seen.setdefault(label, h)
         ax.set_yscale("log")
         ax.set_xlabel("guidance w", fontsize=8)
