@@ -169,10 +169,15 @@ def test_report_writes_winners_and_every_entry(single, tmp_path):
 def test_sharded_over_two_processes_equals_the_single_table(single, tmp_path):
     # accelerate's launcher starts N processes on a CPU-only machine through its torchrun path
     # (--multi_gpu); invlab.bench joins them over gloo (PartialState(cpu=True))
+    import socket
+
+    with socket.socket() as sock:   # a free port for the process group's rendezvous
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
     out = tmp_path / "sharded.csv"
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-           "--main_process_port", "29517", "-m", "invlab.bench", str(TINY), "--output", str(out), "--no-progress"]
+           "--main_process_port", str(port), "-m", "invlab.bench", str(TINY), "--output", str(out), "--no-progress"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     res = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=150)
     assert res.returncode == 0, res.stderr[-3000:]

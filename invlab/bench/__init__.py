@@ -1,7 +1,10 @@
 """``invlab bench``: the equal-budget comparison as a reproducible, resumable sweep.
 
     invlab bench benchmarks/leaderboard.toml            # or: python -m invlab.bench CONFIG
-    accelerate launch --num_processes 2 --cpu -m invlab.bench benchmarks/leaderboard.toml
+    accelerate launch --num_processes 2 -m invlab.bench benchmarks/leaderboard.toml   # 2 GPUs
+    accelerate launch --multi_gpu --num_processes 2 -m invlab.bench CONFIG   # 2 CPU processes (gloo):
+        # without a GPU accelerate starts N processes only on its torchrun path (--multi_gpu; with --cpu it
+        # starts one); `torchrun --nproc_per_node 2 -m invlab.bench CONFIG` does the same
     invlab bench plot benchmarks/results/leaderboard.csv     # Pareto and error-vs-guidance figures
     invlab bench report benchmarks/results/leaderboard.csv   # markdown: winners by budget, every entry
 
