@@ -29,7 +29,7 @@ _EXPORTS = {
     "METHODS": "inversion", "invert": "inversion", "invert_decoder": "inversion",
     "sample": "sampling", "noise": "sampling", "reconstruct": "reconstruct",
 }
-_SUBMODULES = {"checks", "data", "exercises", "inversion", "loop", "metrics", "models", "nbsetup", "notebooks",
+_SUBMODULES = {"bench", "checks", "data", "exercises", "inversion", "loop", "metrics", "models", "nbsetup", "notebooks",
                "plots", "quality", "report", "reversible", "sampling", "schedules", "solutions", "steps", "studies",
                "trace", "train", "widgets"}
 
