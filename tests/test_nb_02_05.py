@@ -129,23 +129,17 @@ def test_kalman_explorer_caches_and_redraws(digits):
 
 
 # ------------------------------------------------------------------ notebooks (QUICK)
-def _run(name, tmp_path, **extra):
-    from invlab.notebooks import execute
-
-    return execute(NB_DIR / name, tmp_path / "out", quick=True, figures=tmp_path / "figures", extra=extra)
-
-
 @pytest.mark.slow
-def test_02_flows_in_2d(tmp_path):
-    res = _run("02_flows_in_2d.ipynb", tmp_path)
+def test_02_flows_in_2d(quick_notebook):
+    res, figures = quick_notebook("02_flows_in_2d")
     check_02(res)
-    names = {p.name for p in (tmp_path / "figures").iterdir()}
+    names = {p.name for p in figures.iterdir()}
     assert {"02_fields.png", "02_sampling_paths.png", "02_inversion_paths.png", "02_corner.png", "02_round_trips.png"} <= names
 
 
 @pytest.mark.slow
-def test_05_kalman_view(tmp_path):
-    res = _run("05_kalman_view.ipynb", tmp_path)
+def test_05_kalman_view(quick_notebook):
+    res, figures = quick_notebook("05_kalman_view")
     check_05(res)
-    names = {p.name for p in (tmp_path / "figures").iterdir()}
+    names = {p.name for p in figures.iterdir()}
     assert {"05_final_errors.png", "05_step_errors.png", "05_gains.png", "05_innovation.png"} <= names

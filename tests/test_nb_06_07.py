@@ -14,36 +14,30 @@ NB_DIR = Path(__file__).resolve().parent.parent / "notebooks"
 COND = [3, 8]
 
 
-def _run(name, tmp_path):
-    from invlab.notebooks import execute
-
-    return execute(NB_DIR / name, tmp_path / "out", quick=True, figures=tmp_path / "figures")
-
-
-def _figures(tmp_path):
-    return {p.name for p in (tmp_path / "figures").iterdir()}
+def _names(figures):
+    return {p.name for p in figures.iterdir()}
 
 
 # ----------------------------------------------------------------------------- notebooks
 @pytest.mark.slow
-def test_06_exact_inversion(tmp_path):
-    res = _run("06_exact_inversion.ipynb", tmp_path)
+def test_06_exact_inversion(quick_notebook):
+    res, figures = quick_notebook("06_exact_inversion")
     check_06(res)
     assert {"06_residual_fans.png", "06_one_step_residuals.png", "06_tradeoff.png", "06_dpm_step_errors.png",
-            "06_dpm_nfe.png", "06_precision.png", "06_last_step_conditioning.png"} <= _figures(tmp_path)
+            "06_dpm_nfe.png", "06_precision.png", "06_last_step_conditioning.png"} <= _names(figures)
 
 
 @pytest.mark.slow
-def test_07_latent_and_decoder_inversion(tmp_path):
+def test_07_latent_and_decoder_inversion(quick_notebook):
     pytest.importorskip("diffusers")
     try:
         invlab.load_model("digits-latent")
     except FileNotFoundError:
         pytest.skip("digits-latent weights are not shipped")
-    res = _run("07_latent_and_decoder_inversion.ipynb", tmp_path)
+    res, figures = quick_notebook("07_latent_and_decoder_inversion")
     check_07(res)
     assert {"07_decoder_inversion.png", "07_reconstructions.png", "07_error_split_real.png",
-            "07_error_split_generated.png"} <= _figures(tmp_path)
+            "07_error_split_generated.png"} <= _names(figures)
 
 
 # ----------------------------------------------------------------------------- studies (06)

@@ -17,14 +17,11 @@ NB_DIR = Path(__file__).resolve().parent.parent / "notebooks"
 
 
 @pytest.mark.slow
-def test_10_exact_by_construction(tmp_path):
-    from invlab.notebooks import execute
-
-    res = execute(NB_DIR / "10_exact_by_construction.ipynb", tmp_path / "out", quick=True,
-                  figures=tmp_path / "figures")
+def test_10_exact_by_construction(quick_notebook):
+    res, figures = quick_notebook("10_exact_by_construction")
     check_10(res)
     assert {"10_step_diagrams.png", "10_real_round_trips.png", "10_round_off_growth.png", "10_quality_vs_mixing.png",
-            "10_noise_stats.png", "10_edits.png"} <= {p.name for p in (tmp_path / "figures").iterdir()}
+            "10_noise_stats.png", "10_edits.png"} <= {p.name for p in figures.iterdir()}
 
 
 @pytest.fixture(scope="module")

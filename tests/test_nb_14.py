@@ -14,12 +14,10 @@ NB_DIR = Path(__file__).resolve().parent.parent / "notebooks"
 
 
 @pytest.mark.slow
-def test_14_bug_gallery(tmp_path):
-    from invlab.notebooks import execute
-
-    res = execute(NB_DIR / "14_bug_gallery.ipynb", tmp_path / "out", quick=True, figures=tmp_path / "figures")
+def test_14_bug_gallery(quick_notebook):
+    res, figures = quick_notebook("14_bug_gallery")
     check_14(res)
-    assert {"14_bug_gallery.png", "14_residuals.png", "14_swap_in.png"} <= {p.name for p in (tmp_path / "figures").iterdir()}
+    assert {"14_bug_gallery.png", "14_residuals.png", "14_swap_in.png"} <= {p.name for p in figures.iterdir()}
 
 
 @pytest.fixture(scope="module")

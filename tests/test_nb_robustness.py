@@ -15,7 +15,6 @@ import pytest
 
 from nbchecks import CHECKS
 
-NB_DIR = Path(__file__).resolve().parent.parent / "notebooks"
 COMBOS = [(seed, threads) for seed in (0, 1, 2) for threads in (1, 2)]
 
 
@@ -33,10 +32,7 @@ def _threads_used(executed: Path) -> int:
 @pytest.mark.slow
 @pytest.mark.parametrize("seed,threads", COMBOS, ids=[f"seed{s}-threads{t}" for s, t in COMBOS])
 @pytest.mark.parametrize("stem", sorted(CHECKS))
-def test_published_numbers_hold_for_every_seed_and_thread_count(stem, seed, threads, tmp_path):
-    from invlab.notebooks import execute
-
-    res = execute(NB_DIR / f"{stem}.ipynb", tmp_path / "out", quick=True, figures=tmp_path / "figures",
-                  extra={"SEED": seed}, threads=threads)
+def test_published_numbers_hold_for_every_seed_and_thread_count(stem, seed, threads, quick_notebook):
+    res, _ = quick_notebook(stem, seed, threads)   # seed 0 / 1 thread is shared with the notebook's own test
     assert _threads_used(Path(res["_output"])) == threads
     CHECKS[stem](res)

@@ -41,10 +41,10 @@ def _run(path, tmp_path, **extra):
 
 
 @pytest.mark.slow
-def test_01_sampling_and_inversion(tmp_path):
-    res = _run(NB_DIR / "01_sampling_and_inversion.ipynb", tmp_path)
+def test_01_sampling_and_inversion(quick_notebook):
+    res, figures = quick_notebook("01_sampling_and_inversion")
     check_01(res)
-    assert {p.name for p in (tmp_path / "figures").iterdir()} >= {"01_step_errors.png", "01_latents.png"}
+    assert {p.name for p in figures.iterdir()} >= {"01_step_errors.png", "01_latents.png"}
 
 
 @pytest.mark.slow
@@ -60,24 +60,24 @@ def test_bad_parameter_stops_in_the_config_cell(tmp_path):
 
 
 @pytest.mark.slow
-def test_03_error_accumulation(tmp_path):
-    res = _run(NB_DIR / "03_error_accumulation.ipynb", tmp_path)
+def test_03_error_accumulation(quick_notebook):
+    res, figures = quick_notebook("03_error_accumulation")
     check_03(res)
-    assert {"03_step_errors.png", "03_latent_grid.png", "03_restart_from_truth.png"} <= {p.name for p in (tmp_path / "figures").iterdir()}
+    assert {"03_step_errors.png", "03_latent_grid.png", "03_restart_from_truth.png"} <= {p.name for p in figures.iterdir()}
 
 
 @pytest.mark.slow
-def test_04_guidance_sensitivity(tmp_path):
-    res = _run(NB_DIR / "04_guidance_sensitivity.ipynb", tmp_path)
+def test_04_guidance_sensitivity(quick_notebook):
+    res, figures = quick_notebook("04_guidance_sensitivity")
     check_04(res)
-    assert {"04_guidance_analytic.png", "04_guidance_trained.png", "04_convergence_map.png"} <= {p.name for p in (tmp_path / "figures").iterdir()}
+    assert {"04_guidance_analytic.png", "04_guidance_trained.png", "04_convergence_map.png"} <= {p.name for p in figures.iterdir()}
 
 
 @pytest.mark.slow
-def test_08_your_model_default(tmp_path):
-    res = _run(NB_DIR / "08_your_model.ipynb", tmp_path)
+def test_08_your_model_default(quick_notebook):
+    res, figures = quick_notebook("08_your_model")
     check_08(res)
-    assert {"08_samples.png", "08_step_errors.png", "08_guidance.png"} <= {p.name for p in (tmp_path / "figures").iterdir()}
+    assert {"08_samples.png", "08_step_errors.png", "08_guidance.png"} <= {p.name for p in figures.iterdir()}
 
 
 @pytest.mark.slow
@@ -97,9 +97,9 @@ def test_08_your_model_on_an_offline_stable_diffusion_pipeline(tmp_path, monkeyp
 
 
 @pytest.mark.slow
-def test_09_method_zoo(tmp_path):
-    res = _run(NB_DIR / "09_method_zoo.ipynb", tmp_path)
+def test_09_method_zoo(quick_notebook):
+    res, folder = quick_notebook("09_method_zoo")
     check_09(res)
-    figures = {p.name for p in (tmp_path / "figures").iterdir()}
+    figures = {p.name for p in folder.iterdir()}
     assert {"09_noise_family_steps.png", "09_condition_family.png", "09_null_text_trace.png", "09_direct_offsets.png",
             "09_reconstructions.png", "09_pareto.png"} <= figures
