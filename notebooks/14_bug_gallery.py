@@ -250,9 +250,9 @@ base = invlab.metrics.nmse(inv.final, z).item()
 plots.plot_swap_in(ks, [swapped[k] for k in ks], base, title=f"{model.name}, {steps} steps, w = {cfg.guidance:g}: "
                    "final noise NMSE with one step made exact", save=cfg.figures / "14_swap_in.png");
 best = min(swapped, key=swapped.get)
-print(f"unchanged run: {base:.3g}; best single step to fix: k = {best} ({swapped[best]:.3g}); "
-      f"fixing the last step: {swapped[ks[-1]]:.3g}")
-publish(swap_base=base, swap_best_step=best, swap_best=swapped[best], swap_last=swapped[ks[-1]],
+print(f"unchanged run: {base:.3g}; best single step to fix: k = {best + 1} of {steps} ({swapped[best]:.3g}); "
+      f"fixing the last step: {swapped[ks[-1]]:.3g}")   # k counts inversion steps from 1, as in the plot
+publish(swap_base=base, swap_best_step=best + 1, swap_best=swapped[best], swap_last=swapped[ks[-1]],
         swap_first=swapped[0]);
 
 
