@@ -27,9 +27,9 @@ _EXPORTS = {
     "Grid": "schedules", "Level": "schedules", "NoiseSchedule": "schedules",
     "Denoiser": "models", "available_models": "models", "load_model": "models",
     "METHODS": "inversion", "invert": "inversion", "invert_decoder": "inversion",
-    "sample": "sampling", "noise": "sampling", "reconstruct": "reconstruct",
+    "sample": "sampling", "noise": "sampling", "reconstruct": "reconstruct", "FlowSchedule": "flow",
 }
-_SUBMODULES = {"bench", "checks", "data", "exercises", "inversion", "loop", "metrics", "models", "nbsetup", "notebooks",
+_SUBMODULES = {"bench", "checks", "data", "exercises", "flow", "inversion", "loop", "metrics", "models", "nbsetup", "notebooks",
                "plots", "quality", "report", "reversible", "sampling", "schedules", "solutions", "steps", "studies",
                "trace", "train", "widgets"}
 

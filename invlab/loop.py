@@ -31,6 +31,15 @@ class Setup:
         if what == "x0" and not model.is_latent and model.image_range is not None:  # a pixel model inverts images
             check_image_range(self.x, "images", *model.image_range, stacklevel=4)
         self.steps = check_steps(steps, model.schedule.num_train_timesteps)
+        if getattr(model.schedule, "is_flow", False):
+            if solver not in ("euler", "ddim"):
+                raise ValueError(f"solver {solver!r} is not available on the flow-matching model {model.name!r}; use "
+                                 "solver='euler' (diffusers' FlowMatchEulerDiscreteScheduler step; 'ddim' is the same "
+                                 "step in (alpha, sigma) = (1 - sigma, sigma) form)")
+            solver = "ddim"
+        elif solver == "euler":
+            raise ValueError(f"solver='euler' is the flow-matching Euler step; {model.name!r} is a VP model, whose "
+                             "Euler step (in x / alpha against sigma / alpha) is DDIM: use solver='ddim'")
         if solver not in SOLVERS:
             raise unknown("solver", solver, SOLVERS)
         if grid_overrides is not None and not isinstance(grid_overrides, dict):
@@ -103,6 +112,8 @@ class Runner:
         st["eps"], st["eps_cond"], st["eps_uncond"] = out.eps, out.eps_cond, out.eps_uncond
         self._guard(st, "eps", out.eps)
         self._intervene(st, "eps")
+        # a flow model's own x0 (needed at alpha = 0); stale once an intervention replaced eps
+        st["x0_model"] = out.x0 if st["eps"] is out.eps else None
 
     def finish(self, st: dict[str, Any], x_next: torch.Tensor, residual: float | None = None,
                extras: dict[str, Any] | None = None) -> torch.Tensor:

@@ -8,7 +8,7 @@ import torch
 
 from .loop import Runner, Setup, progress
 from .models.base import Denoiser
-from .steps import ddim_step, dpmpp2m_high_order, x0_from_eps
+from .steps import ddim_step, dpmpp2m_high_order, x0_hat
 from .trace import Trajectory
 
 
@@ -66,7 +66,7 @@ def sample(model: Denoiser, z_T: torch.Tensor, steps: int = 50, solver: str = "d
             st["x_cur"] = x
             run.set_eps(st, setup.eps(x, s.label, i))
             x = st["x_cur"]
-            x0 = st["x0_hat"] = x0_from_eps(x, st["eps"], s)
+            x0 = st["x0_hat"] = x0_hat(x, st["eps"], s, st["x0_model"])
             x_next = ddim_step(x0, st["eps"], t)
             if order == 2:
                 x_next = x_next + dpmpp2m_high_order(x0, x0_prev, r, s, t, grid.solver_type)

@@ -53,9 +53,12 @@ class Level:
 
     @property
     def lam(self) -> float:
-        """Half log-SNR lambda = log(alpha / sigma); +inf at a clean level (sigma = 0)."""
+        """Half log-SNR lambda = log(alpha / sigma); +inf at a clean level (sigma = 0), -inf at pure
+        noise (alpha = 0: a flow-matching model's sigma = 1 end)."""
         if self.sigma == 0.0:
             return math.inf
+        if self.alpha == 0.0:
+            return -math.inf
         return math.log(self.alpha) - math.log(self.sigma)
 
 

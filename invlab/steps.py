@@ -16,8 +16,26 @@ from .schedules import Level
 
 
 def x0_from_eps(x_s: torch.Tensor, eps: torch.Tensor, s: Level) -> torch.Tensor:
-    """Data prediction from a noise prediction: x0_hat = (x_s - sigma_s eps) / alpha_s."""
+    """Data prediction from a noise prediction: x0_hat = (x_s - sigma_s eps) / alpha_s.
+
+    At alpha_s = 0 (a flow model's sigma = 1 level) it is not determined by eps: refused; see
+    :func:`x0_hat`."""
+    if s.alpha == 0.0:
+        raise ValueError(
+            f"the data prediction at level {s.label:g} (alpha = 0, pure noise) cannot be computed from eps "
+            "(x0 = (x - sigma eps) / alpha is 0/0 there); only a velocity (flow) prediction determines it. This step "
+            "needs x0 at the sigma = 1 end of a flow grid, which this method does not support yet: use "
+            "method='naive' to invert, or a shifted grid that starts below sigma = 1")
     return (x_s - s.sigma * eps) / s.alpha
+
+
+def x0_hat(x_s: torch.Tensor, eps: torch.Tensor, s: Level, x0_model: torch.Tensor | None = None) -> torch.Tensor:
+    """The data prediction a step uses: from eps where alpha_s > 0 (the same in every
+    parameterisation), the model's own ``x0_model`` at alpha_s = 0, where eps does not determine it
+    (a flow model's sigma = 1 level: ``x0 = x - sigma v`` from its velocity)."""
+    if s.alpha == 0.0 and x0_model is not None:
+        return x0_model
+    return x0_from_eps(x_s, eps, s)
 
 
 def ddim_step(x0_hat: torch.Tensor, eps: torch.Tensor, t: Level) -> torch.Tensor:

@@ -56,7 +56,7 @@ def test_unknown_names():
         invlab.load_model("no-such-model")
     m = invlab.load_model("gmm-2d")
     with pytest.raises(ValueError, match="unknown solver"):
-        invlab.sample(m, invlab.noise(m, 1), 5, solver="euler")
+        invlab.sample(m, invlab.noise(m, 1), 5, solver="heun")
     with pytest.raises(ValueError, match="unknown method"):
         invlab.invert(m, invlab.noise(m, 1), 5, method="magic")
     with pytest.raises(TypeError, match="has no option"):

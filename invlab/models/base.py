@@ -27,7 +27,7 @@ import torch
 
 from ..schedules import NoiseSchedule
 
-PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
+PREDICTION_TYPES = ("epsilon", "v_prediction", "sample", "flow_prediction")
 
 
 @dataclass
@@ -37,6 +37,9 @@ class EpsOutput:
     eps: torch.Tensor
     eps_cond: torch.Tensor | None
     eps_uncond: torch.Tensor | None
+    #: the guided data prediction, set by models whose output determines it without dividing by
+    #: alpha (flow models: x0 = x - sigma v); the steps use it at alpha = 0, where eps cannot
+    x0: torch.Tensor | None = None
 
 
 #: Guidance above this gives a UserWarning (typical values are 1-15; Stable Diffusion uses 7.5).
@@ -114,8 +117,12 @@ class Denoiser(torch.nn.Module):
         if prediction_type not in PREDICTION_TYPES:
             raise ValueError(
                 f"unknown prediction_type {prediction_type!r}; choose one of {PREDICTION_TYPES} "
-                "(diffusers' names: 'epsilon', 'v_prediction', 'sample')"
+                "(diffusers' names: 'epsilon', 'v_prediction', 'sample', 'flow_prediction')"
             )
+        if prediction_type == "flow_prediction" and not getattr(schedule, "is_flow", False):
+            raise ValueError("prediction_type='flow_prediction' (a velocity v = eps - x0) belongs to a flow-matching "
+                             "schedule (alpha = 1 - sigma); build the model with schedule=invlab.flow.FlowSchedule..."
+                             f" (got {type(schedule).__name__})")
         self.schedule = schedule
         self.sample_shape = tuple(int(s) for s in sample_shape)
         self.prediction_type = prediction_type
@@ -199,7 +206,10 @@ class Denoiser(torch.nn.Module):
             return out
         if self.prediction_type == "v_prediction":  # v = alpha*eps - sigma*x0  =>  eps = sigma*x + alpha*v
             return lv.sigma * x + lv.alpha * out
+        if self.prediction_type == "flow_prediction":  # v = eps - x0, alpha + sigma = 1  =>  eps = x + alpha*v
+            return x + lv.alpha * out
         return (x - lv.alpha * out) / lv.sigma  # x0-prediction
+
 
     @property
     def is_conditional(self) -> bool:
@@ -217,20 +227,31 @@ class Denoiser(torch.nn.Module):
         """
         self.nfe += 1
         b = x.shape[0]
+        flow = self.prediction_type == "flow_prediction"
         if cond is None or guidance == 0.0:
             c = uncond if uncond is not None else (self.null_cond(b, x) if self.is_conditional else None)
-            e = self.to_eps(self._net(x, label, c), x, label)
-            return EpsOutput(e, None, e)
+            raw = self._net(x, label, c)
+            e = self.to_eps(raw, x, label)
+            return EpsOutput(e, None, e, self._x0_from_velocity(x, raw, label) if flow else None)
         if guidance == 1.0:
-            e = self.to_eps(self._net(x, label, cond), x, label)
-            return EpsOutput(e, e, None)
+            raw = self._net(x, label, cond)
+            e = self.to_eps(raw, x, label)
+            return EpsOutput(e, e, None, self._x0_from_velocity(x, raw, label) if flow else None)
         xx = torch.cat([x, x])
         neg = uncond if uncond is not None else self.null_cond(b, x)
         if self.is_embedding(cond) != self.is_embedding(neg):  # one continuous: embed the other to match
             cond, neg = self.embed_cond(cond, b, x), self.embed_cond(neg, b, x)
-        both = self.to_eps(self._net(xx, label, self.concat_cond(cond, neg)), xx, label)
-        e_c, e_u = both.chunk(2)
-        return EpsOutput(e_u + guidance * (e_c - e_u), e_c, e_u)
+        raw = self._net(xx, label, self.concat_cond(cond, neg))
+        e_c, e_u = self.to_eps(raw, xx, label).chunk(2)
+        x0 = None
+        if flow:  # CFG on v equals CFG on eps (eps = x + alpha v is affine in v with the same x)
+            v_c, v_u = raw.chunk(2)
+            x0 = self._x0_from_velocity(x, v_u + guidance * (v_c - v_u), label)
+        return EpsOutput(e_u + guidance * (e_c - e_u), e_c, e_u, x0)
+
+    def _x0_from_velocity(self, x: torch.Tensor, v: torch.Tensor, label: float) -> torch.Tensor:
+        """x0 = x - sigma v (flow models; no division, so it holds at sigma = 1 too)."""
+        return x - self.schedule.level(label).sigma * v
 
     def _net(self, x: torch.Tensor, label: float, cond: Any) -> torch.Tensor:
         self.net_calls += 1

@@ -51,6 +51,9 @@ class GaussianMixture(Denoiser):
     def __init__(self, means: torch.Tensor, variances: torch.Tensor, weights: torch.Tensor | None = None,
                  classes: torch.Tensor | None = None, schedule: NoiseSchedule | None = None,
                  name: str = "gmm", image_range: tuple[float, float] | None = None):
+        """``schedule`` may be a VP :class:`NoiseSchedule` (the network predicts eps) or a
+        flow-matching :class:`invlab.flow.FlowSchedule` (it predicts the velocity v = eps - x0, in
+        closed form from the same posterior)."""
         means = torch.as_tensor(means, dtype=torch.float64)
         variances = torch.as_tensor(variances, dtype=torch.float64).expand_as(means).clone()
         K = means.shape[0]
@@ -65,7 +68,9 @@ class GaussianMixture(Denoiser):
             if classes.shape != (K,) or classes.min() < 0:
                 raise ValueError(f"classes must be {K} non-negative class indices")
             num_classes = int(classes.max()) + 1
-        super().__init__(schedule or NoiseSchedule.stable_diffusion(), tuple(means.shape[1:]), "epsilon", num_classes)
+        schedule = schedule or NoiseSchedule.stable_diffusion()
+        prediction = "flow_prediction" if getattr(schedule, "is_flow", False) else "epsilon"
+        super().__init__(schedule, tuple(means.shape[1:]), prediction, num_classes)
         self.name = name
         self.image_range = image_range
         self.register_buffer("means", means.reshape(K, -1))
@@ -149,6 +154,12 @@ class GaussianMixture(Denoiser):
         lv = self.schedule.level(label)
         r, diff, v = self._responsibilities(x, lv.alpha, lv.sigma, cond)
         eps = lv.sigma * (r[..., None] * diff / v).sum(1)
+        if self.prediction_type == "flow_prediction":
+            # posterior mean E[x0 | x] = sum_k r_k (mu_k + alpha s_k^2 (x - alpha mu_k) / v_k): no division by
+            # alpha, so it holds at sigma = 1 (alpha = 0: the prior mean); the velocity is eps* - x0*
+            mu, s2, _ = self._params(x)
+            x0 = (r[..., None] * (mu + lv.alpha * s2 * diff / v)).sum(1)
+            return (eps - x0).reshape(x.shape)
         return eps.reshape(x.shape)
 
     # -------------------------------------------------------------- truth
@@ -219,6 +230,24 @@ def gmm_2d(schedule: NoiseSchedule | None = None, device: str | torch.device = "
     return _placed(GaussianMixture(means, variances, weights, classes, schedule, name="gmm-2d"), device, dtype)
 
 
+def gmm_2d_flow(schedule=None, device: str | torch.device = "cpu", dtype: torch.dtype | None = None) -> GaussianMixture:
+    """``gmm-2d`` as a rectified-flow model: the same mixture, velocity prediction in closed form, on
+    SD3's flow schedule (static shift 3.0) unless ``schedule`` (an :class:`invlab.flow.FlowSchedule`)
+    is given."""
+    from ..flow import FlowSchedule
+
+    model = gmm_2d(schedule or FlowSchedule.sd3(), device, dtype)
+    model.name = "gmm-2d-flow"
+    return _check_flow(model)
+
+
+def _check_flow(model: GaussianMixture) -> GaussianMixture:
+    if model.prediction_type != "flow_prediction":
+        raise ValueError(f"{model.name} needs a flow-matching schedule (invlab.flow.FlowSchedule), "
+                         f"got {type(model.schedule).__name__}")
+    return model
+
+
 def build_digits_mixture(size: int = 16, per_class: int = 4, var_floor: float = 0.01, seed: int = 0):
     """Fit ``per_class`` diagonal Gaussians per digit class (k-means) on scikit-learn's digits.
 
@@ -275,6 +304,17 @@ def gmm_digits(schedule: NoiseSchedule | None = None, device: str | torch.device
     model = GaussianMixture(p["means"], p["variances"], p["weights"], p["classes"], schedule, name="gmm-digits",
                             image_range=(-1.0, 1.0))
     return _placed(model, device, dtype)
+
+
+def gmm_digits_flow(schedule=None, device: str | torch.device = "cpu",
+                    dtype: torch.dtype | None = None) -> GaussianMixture:
+    """``gmm-digits`` as a rectified-flow model (velocity prediction in closed form), on SD3's flow
+    schedule unless ``schedule`` (an :class:`invlab.flow.FlowSchedule`) is given."""
+    from ..flow import FlowSchedule
+
+    model = gmm_digits(schedule or FlowSchedule.sd3(), device, dtype)
+    model.name = "gmm-digits-flow"
+    return _check_flow(model)
 
 
 if __name__ == "__main__":  # regenerate the shipped asset

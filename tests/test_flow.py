@@ -1,0 +1,202 @@
+"""Flow-matching schedules and models (issue 16, first part): diffusers' FlowMatchEulerDiscreteScheduler
+as the oracle for grids and sampling, the closed-form velocity of the analytic flow mixtures against the
+score by autograd, DDIM = flow Euler as an identity, naive (Euler) inversion, and the sigma = 1 end
+handled explicitly."""
+
+import math
+
+import pytest
+import torch
+
+import invlab
+from invlab.flow import FLUX_FLOW_CONFIG, FlowSchedule, calculate_mu
+from invlab.models.base import Denoiser
+from invlab.models.gaussian import GaussianMixture, gaussian_flow_map
+from invlab.schedules import Level
+from invlab.steps import ddim_step, x0_from_eps, x0_hat
+
+COND = torch.tensor([1, 4, 7])
+
+
+def _diffusers_loop(model, z, steps, guidance, cond, mu=None, **config):
+    """The reference: a loop driven by FlowMatchEulerDiscreteScheduler.step, fed the model's velocity
+    at the scheduler's own timesteps, with classifier-free guidance on the velocity."""
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    sched = FlowMatchEulerDiscreteScheduler.from_config({**dict(model.schedule.config), **config})
+    sched.set_timesteps(steps, mu=mu)
+    null = model.null_cond(z.shape[0], z)
+    x = z.clone()
+    for t in sched.timesteps:
+        v_c = model.forward_raw(x, float(t), cond)
+        v_u = model.forward_raw(x, float(t), null)
+        x = sched.step(v_u + guidance * (v_c - v_u), t, x).prev_sample
+    return x
+
+
+def _flow_digits(**config):
+    return invlab.models.gmm_digits_flow(FlowSchedule.from_config({"num_train_timesteps": 1000, **config}))
+
+
+@pytest.mark.parametrize("shift", [1.0, 3.0])
+@pytest.mark.parametrize("steps", [4, 28])
+def test_sampling_equals_diffusers_flow_euler(shift, steps):
+    model = _flow_digits(shift=shift)
+    z = invlab.noise(model, 3, seed=0, dtype=torch.float32)
+    ours = invlab.sample(model, z, steps, "euler", 3.0, COND).final
+    ref = _diffusers_loop(model, z, steps, 3.0, COND)
+    assert (ours - ref).abs().max().item() <= 1e-5 * max(1.0, ref.abs().max().item())
+
+
+def test_dynamic_shift_grid_and_sampling_equal_diffusers():
+    sched = FlowSchedule.from_config(FLUX_FLOW_CONFIG, image_seq_len=1024)
+    mu = calculate_mu(1024)
+    assert mu == pytest.approx(0.5 + (1.15 - 0.5) * (1024 - 256) / (4096 - 256))
+    assert sched.mu() == pytest.approx(mu)
+    model = invlab.models.gmm_digits_flow(sched)
+    z = invlab.noise(model, 3, seed=1, dtype=torch.float32)
+    ours = invlab.sample(model, z, 10, "euler", 2.0, COND).final
+    ref = _diffusers_loop(model, z, 10, 2.0, COND, mu=mu)
+    assert (ours - ref).abs().max().item() <= 1e-5 * max(1.0, ref.abs().max().item())
+    # an explicit mu overrides the image size; the grid's labels are the scheduler's timesteps
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    d = FlowMatchEulerDiscreteScheduler.from_config(FLUX_FLOW_CONFIG)
+    d.set_timesteps(7, mu=0.9)
+    g = sched.grid(7, mu=0.9)
+    assert g.labels[:-1] == [float(t) for t in d.timesteps] and g.labels[-1] == 0.0
+    assert [lv.sigma for lv in g.levels] == pytest.approx(d.sigmas.double().tolist(), abs=1e-7)
+
+
+def test_grid_levels_are_one_minus_sigma_and_start_at_pure_noise():
+    g = FlowSchedule.sd3().grid(10)
+    first, last = g.levels[0], g.levels[-1]
+    assert (first.alpha, first.sigma, first.label) == (0.0, 1.0, 1000.0) and first.lam == -math.inf
+    assert (last.alpha, last.sigma) == (1.0, 0.0) and last.lam == math.inf
+    for lv in g.levels:
+        assert lv.alpha + lv.sigma == pytest.approx(1.0, abs=1e-15)
+    sig = g.sigmas()
+    assert (sig[:-1] > sig[1:]).all()
+
+
+def test_ddim_step_is_the_flow_euler_step():
+    """alpha_t x0 + sigma_t eps with x0 = x - sigma_s v, eps = x + alpha_s v equals x + (sigma_t - sigma_s) v,
+    also from sigma = 1 with the model's x0 (eps does not determine it there)."""
+    gen = torch.Generator().manual_seed(0)
+    x, v = torch.randn(2, 5, generator=gen, dtype=torch.float64)
+    for ss, st in [(0.7, 0.4), (0.2, 0.55), (1.0, 0.8)]:
+        s, t = Level(ss * 1000, 1 - ss, ss), Level(st * 1000, 1 - st, st)
+        eps, x0 = x + s.alpha * v, x - s.sigma * v
+        got = ddim_step(x0_hat(x, eps, s, x0), eps, t)
+        assert torch.allclose(got, x + (st - ss) * v, atol=1e-14)
+
+
+def test_analytic_velocity_is_the_score_by_autograd():
+    """eps = x + alpha v from the model equals -sigma grad log p_t(x) (autograd through log_prob), and
+    x0 = x - sigma v is the posterior mean; at sigma = 1 eps is x and x0 the prior mean."""
+    model = invlab.load_model("gmm-2d-flow")
+    x = torch.randn(6, 2, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    for label in (50.0, 400.0, 900.0, 999.0):
+        lv = model.schedule.level(label)
+        xr = x.clone().requires_grad_(True)
+        score = torch.autograd.grad(model.log_prob(xr, label).sum(), xr)[0]
+        out = model.eps(x, label)
+        assert torch.allclose(out.eps, -lv.sigma * score, atol=1e-10)
+        assert torch.allclose(out.x0, (x - lv.sigma * out.eps) / lv.alpha, atol=1e-10)
+    out = model.eps(x, 1000.0)
+    prior_mean = (model.log_weights.exp()[:, None] * model.means).sum(0)
+    assert torch.equal(out.eps, x) and torch.allclose(out.x0, prior_mean.expand_as(x), atol=1e-12)
+
+
+def _one_gaussian():
+    mean = torch.tensor([[1.5, -0.5]], dtype=torch.float64)
+    var = torch.tensor([[0.3, 0.05]], dtype=torch.float64)
+    return GaussianMixture(mean, var, schedule=FlowSchedule.from_config({"shift": 1.0}), name="one-gaussian"), mean, var
+
+
+def test_euler_converges_to_the_exact_flow_map_at_first_order():
+    model, mean, var = _one_gaussian()
+    z = torch.randn(16, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    exact = gaussian_flow_map(z, mean, var, 0.0, 1.0, 1.0, 0.0)
+    errs = [(invlab.sample(model, z, n, "euler").final - exact).abs().max().item() for n in (25, 100, 400)]
+    assert errs[2] < 1e-2
+    for coarse, fine in zip(errs, errs[1:]):          # first order: 4x the steps, about 4x less error
+        assert 2.5 < coarse / fine < 6.0
+
+
+def test_naive_inversion_is_euler_run_backwards_and_converges():
+    model, mean, var = _one_gaussian()
+    x0 = mean + var.sqrt() * torch.randn(16, 2, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    exact = gaussian_flow_map(x0, mean, var, 1.0, 0.0, 0.0, 1.0)
+    errs = []
+    for n in (25, 100, 400):
+        inv = invlab.invert(model, x0, n, "euler", "naive")
+        assert inv.config["method"] == "naive"
+        errs.append((inv.final - exact).abs().max().item())
+    assert errs[2] < 0.1                              # 0.062 at 400 steps (the stiff small-variance direction)
+    for coarse, fine in zip(errs, errs[1:]):
+        assert 2.5 < coarse / fine < 6.0
+    # naive inversion's step: the Euler step from the clean side with the velocity at the known state, the
+    # network fed the noisier level's label (as diffusers' inverse schedulers and the README's convention)
+    g = model.schedule.grid(25)
+    s, t = g.levels[-1], g.levels[-2]
+    v = model.forward_raw(x0, t.label, None)
+    one = invlab.invert(model, x0, 25, "euler", "naive")
+    assert torch.allclose(one.records[0].x_next, x0 + (t.sigma - s.sigma) * v, atol=1e-13)
+
+
+def test_round_trip_on_the_digit_mixture_is_first_order():
+    model = invlab.load_model("gmm-digits-flow")
+    z = invlab.noise(model, 2, seed=0)
+    nmse = []
+    for n in (20, 80):
+        x = invlab.sample(model, z, n, "euler", 1.0, COND[:2]).final
+        nmse.append(invlab.metrics.nmse(invlab.invert(model, x, n, "euler", "naive", 1.0, COND[:2]).final, z).item())
+    assert nmse[1] < nmse[0] / 4                      # NMSE is squared: ~16x for 4x the steps (first order)
+
+
+def test_the_sigma_one_end_is_refused_where_eps_cannot_give_x0():
+    model = invlab.load_model("gmm-digits-flow")
+    lv = model.schedule.level(1000.0)
+    x = invlab.noise(model, 1, seed=0)
+    with pytest.raises(ValueError, match="alpha = 0"):
+        x0_from_eps(x, x, lv)
+    with pytest.raises(ValueError, match="cannot be computed from eps"):
+        invlab.invert(model, x, 5, "euler", "exact")
+    # an intervention that replaces eps at sigma = 1 leaves no x0: refused, not silently wrong
+    swap = invlab.FunctionIntervention(lambda i, t: {"eps": t["eps"] * 1.0} if i == 0 else None, {"eps"}, stage="eps")
+    with pytest.raises(ValueError, match="alpha = 0"):
+        invlab.sample(model, x, 5, "euler", hooks=[swap])
+
+
+def test_bad_flow_settings_are_refused_with_the_fix():
+    vp = invlab.load_model("gmm-digits")
+    flow = invlab.load_model("gmm-digits-flow")
+    z = invlab.noise(flow, 1, seed=0)
+    with pytest.raises(ValueError, match="use solver='ddim'"):
+        invlab.sample(vp, z, 5, "euler")
+    with pytest.raises(ValueError, match="use solver='euler'"):
+        invlab.sample(flow, z, 5, "dpmpp2m")
+    with pytest.raises(ValueError, match="use solver='euler'"):
+        invlab.sample(flow, z, 5, "edict")
+    with pytest.raises(ValueError, match="flow-matching schedule"):
+        Denoiser(vp.schedule, (2,), "flow_prediction")
+    with pytest.raises(ValueError, match="grid_overrides=\\{'mu'"):
+        FlowSchedule.from_config(FLUX_FLOW_CONFIG).grid(10)
+    with pytest.raises(ValueError, match="static"):
+        FlowSchedule.sd3().grid(10, mu=0.5)
+    with pytest.raises(ValueError, match="stochastic_sampling"):
+        FlowSchedule.from_config({"stochastic_sampling": True})
+    with pytest.raises(ValueError, match="image_seq_len"):
+        FlowSchedule.from_config(FLUX_FLOW_CONFIG, image_seq_len=0)
+    with pytest.raises(ValueError, match="unknown flow scheduler option"):
+        FlowSchedule.sd3().grid(10, shfit=2.0)
+    with pytest.raises(ValueError, match="outside"):
+        FlowSchedule.sd3().level(1001.0)
+
+
+def test_flow_models_are_registered_and_shift_changes_the_grid():
+    assert {"gmm-2d-flow", "gmm-digits-flow"} <= set(invlab.available_models())
+    a, b = FlowSchedule.from_config({"shift": 1.0}).grid(10), FlowSchedule.sd3().grid(10)
+    # shift 3 spends more steps at high noise: every interior sigma is larger
+    assert all(sb > sa for sa, sb in zip(a.sigmas()[1:-1], b.sigmas()[1:-1]))
