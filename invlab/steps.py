@@ -24,8 +24,8 @@ def x0_from_eps(x_s: torch.Tensor, eps: torch.Tensor, s: Level) -> torch.Tensor:
         raise ValueError(
             f"the data prediction at level {s.label:g} (alpha = 0, pure noise) cannot be computed from eps "
             "(x0 = (x - sigma eps) / alpha is 0/0 there); only a velocity (flow) prediction determines it. This step "
-            "needs x0 at the sigma = 1 end of a flow grid, which this method does not support yet: use "
-            "method='naive' to invert, or a shifted grid that starts below sigma = 1")
+            "needs x0 at the sigma = 1 end of a flow grid, which this method does not support yet: on flow models "
+            "invert with method='naive', 'exact', 'fixed-point', 'renoise', 'easyinv', 'negative-prompt' or 'direct'")
     return (x_s - s.sigma * eps) / s.alpha
 
 

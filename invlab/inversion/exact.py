@@ -36,7 +36,7 @@ import torch
 from ..loop import Runner, Setup, progress
 from ..schedules import Level
 from ..trace import ConvergenceWarning
-from ..steps import ddim_step, dpmpp2m_high_order, x0_from_eps
+from ..steps import ddim_step, dpmpp2m_high_order, x0_from_eps, x0_hat
 from .presets import fill_from_reference
 from .solvers import SolverOptions, solve
 
@@ -184,7 +184,7 @@ def invert_exact(setup: Setup, hooks, opts: ExactOptions, check_finite: bool = T
 
             def phi(y, s=s, t=t, H=H, x0_r=(x0_r if order == 2 else None), r=(r if order == 2 else None), last=last):
                 out = setup.eps(y, s.label)
-                x0 = x0_from_eps(y, out.eps, s)
+                x0 = x0_hat(y, out.eps, s, out.x0)      # a flow model's own x0 at sigma = 1
                 val = ddim_step(x0, out.eps, t)
                 if order == 2:
                     val = val + (H if H is not None else dpmpp2m_high_order(x0, x0_r, r, s, t, grid.solver_type))
@@ -201,7 +201,7 @@ def invert_exact(setup: Setup, hooks, opts: ExactOptions, check_finite: bool = T
                 out, x0 = last["aux"]
             else:  # the accepted iterate is not the last one evaluated: evaluate it once more
                 out = setup.eps(res.x, s.label)
-                x0 = x0_from_eps(res.x, out.eps, s)
+                x0 = x0_hat(res.x, out.eps, s, out.x0)
             st["eps"], st["eps_cond"], st["eps_uncond"], st["x0_hat"] = out.eps, out.eps_cond, out.eps_uncond, x0
             cached_eps = out.eps
             x = run.finish(st, res.x, residual=min(res.residuals) if res.residuals else None, extras=extras)
