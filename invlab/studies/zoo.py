@@ -61,8 +61,9 @@ __all__ = ["EXTRA_KNOBS", "Entry", "KNOBS", "KNOB_NAMES", "NO_KNOB", "ROW_FIELDS
 
 #: methods whose cost is fixed at one NFE per step (no budget knob)
 NO_KNOB = ("naive", "easyinv", "negative-prompt", "direct")
-#: methods that only apply to their own solvers (the exact-by-construction samplers), not to DDIM grids
-OWN_SOLVERS_ONLY = ("algebraic",)
+#: methods that only apply to their own solvers or models (the exact-by-construction samplers; the flow
+#: solvers, on flow-matching models), not to a VP model's DDIM grid
+OWN_SOLVERS_ONLY = ("algebraic", "rf-solver", "fireflow", "uni-inv")
 
 
 def _exact(m: int) -> dict | None:
