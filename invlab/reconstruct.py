@@ -23,7 +23,7 @@ from .sampling import sample
 from .trace import FunctionIntervention, Trajectory
 
 #: methods whose result is just a noise: reconstruction is sampling from ``.final``
-NOISE_ONLY = ("naive", "easyinv", "exact", "fixed-point", "renoise", "newton", "rf-solver", "fireflow", "uni-inv")
+NOISE_ONLY = ("naive", "easyinv", "exact", "fixed-point", "renoise", "newton", "rf-solver", "fireflow", "uni-inv", "rf-inversion")
 
 
 def _plain(model, inversion, steps, solver, guidance, cond, hooks, **kw) -> Trajectory:

@@ -22,8 +22,8 @@ from .algebraic import invert_algebraic
 from .easyinv import EasyInvBlend, EasyInvOptions, invert_easyinv
 from .exact import ExactOptions, invert_exact
 from .fixed_point import FixedPointOptions, invert_fixed_point
-from .flow_solvers import (FireFlowOptions, RFSolverOptions, UniInvOptions, invert_fireflow, invert_rf_solver,
-                           invert_uni_inv)
+from .flow_solvers import (FireFlowOptions, RFInversionOptions, RFSolverOptions, UniInvOptions, invert_fireflow,
+                           invert_rf_inversion, invert_rf_solver, invert_uni_inv)
 from .naive import NaiveOptions, invert_naive
 from .newton import NewtonOptions, invert_newton
 from .negative_prompt import NegativePromptOptions, invert_negative_prompt
@@ -46,6 +46,7 @@ METHODS: dict[str, tuple[type, Callable[..., Trajectory]]] = {
     "rf-solver": (RFSolverOptions, invert_rf_solver),
     "fireflow": (FireFlowOptions, invert_fireflow),
     "uni-inv": (UniInvOptions, invert_uni_inv),
+    "rf-inversion": (RFInversionOptions, invert_rf_inversion),
 }
 
 

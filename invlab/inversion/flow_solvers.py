@@ -34,7 +34,7 @@ import torch
 from ..loop import Runner, Setup, progress
 from ..schedules import Level
 
-FLOW_METHODS = ("rf-solver", "fireflow", "uni-inv")
+FLOW_METHODS = ("rf-solver", "fireflow", "uni-inv", "rf-inversion")
 
 
 @dataclass
@@ -154,3 +154,101 @@ def invert_uni_inv(setup: Setup, hooks, opts: UniInvOptions, check_finite: bool 
 
     return _run(setup, hooks, "uni-inv", check_finite, show_progress, step,
                 extra={"zero_initial": opts.zero_initial})
+
+
+# ---------------------------------------------------------------------------------------- RF-Inversion
+TIME_GRIDS = ("consistent", "reference")
+
+
+@dataclass
+class RFInversionOptions:
+    """RF-Inversion's controlled forward ODE (Rout et al., ICLR 2025, Algorithm 1).
+
+    A target noise ``y1 ~ N(0, I)`` is drawn once (``seed``; the default is deliberately not 0, since
+    ``invlab.noise(model, n, seed=0)`` draws the very same tensor, and a y1 equal to a sampled image's
+    true noise makes every gamma look perfect). Each step evaluates the velocity
+    ``u = v(Y, t)`` and the straight-line velocity towards y1, ``u_cond = (y1 - Y) / (1 - t)``, and moves
+    ``Y <- Y + Delta (u + gamma (u_cond - u))``. ``gamma = 0`` is plain Euler inversion (the network fed
+    the current level's label); ``gamma = 1`` walks the straight line to y1 and ends on it, whatever the
+    image. Reference default ``gamma = 0.5`` (28 steps; the reference inverts without a prompt, guidance
+    0: pass ``cond=None``).
+
+    time_grid: "consistent" (default) evaluates at the grid's own sigma and steps by that grid's
+    increments (the model's flow grid walked backwards, as a mirrored inverse scheduler does);
+    "reference" reproduces the diffusers community pipeline: the network and u_cond see the linear
+    time ``t_i = i / (N + 1)`` while Y moves by the shifted FLUX grid's increments taken in *denoising*
+    order (``linspace(1, 0, N + 1)`` shifted; the smallest steps first). The two are the time-grid
+    discrepancy between public implementations (``invlab.studies.flow.time_grid_audit`` measures it).
+    """
+
+    gamma: float = 0.5
+    seed: int = 2410
+    time_grid: str = "consistent"
+
+    def __post_init__(self):
+        from ..checks import check_choice
+
+        if isinstance(self.gamma, bool) or not isinstance(self.gamma, (int, float)) or not 0 <= self.gamma <= 1:
+            raise ValueError(f"gamma must be a number in [0, 1] (0: plain Euler inversion, 1: straight to y1); "
+                             f"got {self.gamma!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
+            raise TypeError(f"seed must be an int (it draws y1); got {self.seed!r}")
+        check_choice("time_grid", self.time_grid, TIME_GRIDS)
+
+
+def flux_sigmas(schedule, steps: int, mu: float | None = None) -> list[float]:
+    """The FLUX reference code's grid: ``linspace(1, 0, steps + 1)`` shifted (static shift, or the
+    exponential time shift with ``mu`` for dynamic schedules), in denoising order (1 ... 0)."""
+    import math
+
+    cfg = schedule.config
+    out = []
+    for k in range(steps + 1):
+        s = 1.0 - k / steps
+        if s <= 0.0:
+            out.append(0.0)
+        elif cfg.get("use_dynamic_shifting"):
+            m = schedule.mu(mu)
+            out.append(math.exp(m) / (math.exp(m) + (1.0 / s - 1.0)))
+        else:
+            sh = float(cfg.get("shift", 1.0))
+            out.append(sh * s / (1.0 + (sh - 1.0) * s))
+    return out
+
+
+def invert_rf_inversion(setup: Setup, hooks, opts: RFInversionOptions, check_finite: bool = True,
+                        show_progress: bool = False):
+    levels = _check_flow(setup, "rf-inversion")
+    n = setup.steps
+    T = setup.model.schedule.num_train_timesteps
+    if opts.time_grid == "consistent":
+        times = [lv.sigma for lv in levels[:-1]]                       # evaluation times = the state's own sigma
+        deltas = [b.sigma - a.sigma for a, b in zip(levels, levels[1:])]
+    else:
+        den = flux_sigmas(setup.model.schedule, n)
+        deltas = [den[k] - den[k + 1] for k in range(n)]              # denoising-order increments, smallest first
+        times = [i / (n + 1) for i in range(n)]                        # the linear time the network is fed
+        reached = [0.0]
+        for d in deltas:
+            reached.append(reached[-1] + d)
+        levels = [Level(label=s * T, alpha=1.0 - s, sigma=s) for s in reached]
+    gen = torch.Generator().manual_seed(opts.seed)
+    x = setup.x
+    y1 = torch.randn(x.shape, generator=gen, dtype=torch.float64).to(device=x.device, dtype=x.dtype)
+    config = {"direction": "invert", "method": "rf-inversion", "gamma": opts.gamma, "seed": opts.seed,
+              "time_grid": opts.time_grid}
+    run = Runner(setup, hooks, config, levels, check_finite)
+    with run.guard(), torch.no_grad():
+        for i in progress(range(n), show_progress, "invert rf-inversion"):
+            t = times[i]
+            st = run.begin(i, t * T)
+            st["x_cur"] = x
+            u, out = _velocity(setup, x, t)
+            _record_eps(run, st, out)
+            x = st["x_cur"]
+            u_cond = (y1 - x) / (1.0 - t)
+            st["extras"].update(t_model_sigma=t, delta=deltas[i])
+            x = run.finish(st, x + deltas[i] * (u + opts.gamma * (u_cond - u)))
+    traj = run.trajectory(x)
+    traj.config["y1_seed"] = opts.seed
+    return traj

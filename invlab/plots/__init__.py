@@ -9,6 +9,8 @@ from .core import *  # noqa: F401,F403
 from .core import __all__ as _core
 from .diagrams import *  # noqa: F401,F403
 from .diagrams import __all__ as _diagrams
+from .flowmatch import *  # noqa: F401,F403
+from .flowmatch import __all__ as _flowmatch
 from .flows import *  # noqa: F401,F403
 from .flows import __all__ as _flows
 from .guidance import *  # noqa: F401,F403
@@ -24,4 +26,4 @@ from .solvers import __all__ as _solvers
 from .zoo import *  # noqa: F401,F403
 from .zoo import __all__ as _zoo
 
-__all__ = [*_bugs, *_core, *_diagrams, *_flows, *_guidance, *_kalman, *_latent, *_reversible, *_solvers, *_zoo]
+__all__ = [*_bugs, *_core, *_diagrams, *_flowmatch, *_flows, *_guidance, *_kalman, *_latent, *_reversible, *_solvers, *_zoo]

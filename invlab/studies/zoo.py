@@ -63,7 +63,7 @@ __all__ = ["EXTRA_KNOBS", "Entry", "KNOBS", "KNOB_NAMES", "NO_KNOB", "ROW_FIELDS
 NO_KNOB = ("naive", "easyinv", "negative-prompt", "direct")
 #: methods that only apply to their own solvers or models (the exact-by-construction samplers; the flow
 #: solvers, on flow-matching models), not to a VP model's DDIM grid
-OWN_SOLVERS_ONLY = ("algebraic", "rf-solver", "fireflow", "uni-inv")
+OWN_SOLVERS_ONLY = ("algebraic", "rf-solver", "fireflow", "uni-inv", "rf-inversion")
 
 
 def _exact(m: int) -> dict | None:
