@@ -57,6 +57,11 @@ def load_model(name: str = DEFAULT_MODEL, **kwargs: Any) -> Denoiser:
     if _looks_like_path(name) and not path.is_dir():
         raise ValueError(f"no such folder {name!r}: pass an existing pipeline folder written by save_pretrained(), "
                          f"a hub id 'owner/name', or one of the built-in models {available_models()}")
+    from .sd3 import is_sd3_folder, load_sd3
+
+    if is_sd3_folder(Path(name).expanduser()):              # an SD3-style (rectified-flow) pipeline folder
+        _check_kwargs(f"load_model({name!r})", load_sd3, kwargs)
+        return load_sd3(name, **kwargs)
     if looks_like_pipeline(name):
         _check_kwargs(f"load_model({name!r})", load_sd, kwargs)
         return load_sd(name, **kwargs)
