@@ -9,7 +9,8 @@ Prompts are encoded by the pipeline's own ``encode_prompt`` (two CLIP encoders, 
 ``with_t5=False`` or a folder without ``text_encoder_3`` gives T5's zeros, as diffusers does). The
 encoded condition is one floating tensor per row, the sequence embeddings flattened with the pooled
 projection appended, ``(B, L * D + P)``: :meth:`SD3Denoiser.pack` / :meth:`unpack` convert. That keeps
-CFG's batching, negative prompts and null-text's optimised unconditional input working unchanged.
+CFG's batching and negative prompts working unchanged (null-text's optimised unconditional input fits the same
+form, but null-text does not run on flow models yet: it needs x0 at sigma = 1).
 
 Loading follows the SD adapter's rules: safetensors only, no remote code, offline from a folder or the
 cache. :func:`save_tiny_sd3_pipeline` writes a tiny randomly initialised pipeline for tests.
