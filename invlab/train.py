@@ -2,6 +2,7 @@
 
     python -m invlab.train digits                     # pixel UNet, 1x16x16, ~30 min on 2 cores
     python -m invlab.train digits-latent              # VAE (32x32 -> 4x8x8), then a latent UNet
+    python -m invlab.train digits-flow                # the pixel UNet as a rectified-flow model
     python -m invlab.train digits --steps 200 --out build/try   # a quick look
 
 Data: scikit-learn's bundled digits (:func:`invlab.data.digits_images`), the fixed
@@ -11,6 +12,12 @@ train/validation split. Both UNets are diffusers ``UNet2DModel`` s with a class 
 on Stable Diffusion's scaled_linear schedule (:data:`invlab.schedules.SD_SCHEDULER_CONFIG`)::
 
     x_t = alpha_t * x0 + sigma_t * eps,   t ~ U{0, ..., 999},   loss = |eps_hat(x_t, t, y) - eps|^2
+
+``digits-flow`` is the same UNet trained with the rectified-flow objective (the straight path between
+data and noise, velocity target, SD3's logit-normal sigma)::
+
+    x_sigma = (1 - sigma) * x0 + sigma * eps,   sigma = sigmoid(n), n ~ N(0, 1),
+    loss = |v_hat(x_sigma, 1000 sigma, y) - (eps - x0)|^2
 
 Every run fixes its seeds (the model init, the batches, t and eps all come from seeded
 generators), writes ``<prefix>.safetensors`` (weights; the EMA copy for UNets) and
@@ -47,6 +54,10 @@ DIGITS_UNET: dict[str, Any] = {
     "attention_head_dim": 32,
     "num_class_embeds": 11,
 }
+
+#: ``digits-flow``'s scheduler: diffusers' FlowMatchEulerDiscreteScheduler without shift (16x16 images
+#: need no extra steps at high noise; SD3 shifts by 3 at 1024x1024)
+DIGITS_FLOW_SCHEDULER: dict[str, Any] = {"num_train_timesteps": 1000, "shift": 1.0, "use_dynamic_shifting": False}
 
 #: The latent model's autoencoder (diffusers AutoencoderKL kwargs): 1x32x32 <-> 4x8x8.
 DIGITS_VAE: dict[str, Any] = {
@@ -175,8 +186,11 @@ def _batches(n: int, batch: int, steps: int, gen: torch.Generator):
 
 # ---------------------------------------------------------------------------- diffusion
 def train_unet(data: torch.Tensor, labels: torch.Tensor, unet_kwargs: dict[str, Any], cfg: TrainConfig,
-               desc: str = "train") -> tuple[torch.nn.Module, RunLog]:
-    """Train a class-conditional eps-prediction UNet2DModel on ``data`` (N, C, H, W)."""
+               desc: str = "train", objective: str = "eps") -> tuple[torch.nn.Module, RunLog]:
+    """Train a class-conditional UNet2DModel on ``data`` (N, C, H, W): ``objective="eps"`` (VP, SD's
+    schedule, eps target) or ``"flow"`` (rectified flow, logit-normal sigma, velocity target)."""
+    if objective not in ("eps", "flow"):
+        raise ValueError(f"objective must be 'eps' or 'flow' (got {objective!r})")
     from diffusers import UNet2DModel
 
     cfg.check()
@@ -195,12 +209,19 @@ def train_unet(data: torch.Tensor, labels: torch.Tensor, unet_kwargs: dict[str, 
         x0, y = data[idx], labels[idx].clone()
         drop = torch.rand(len(y), generator=gen) < cfg.label_dropout
         y[drop] = NULL_CLASS
-        t = torch.randint(0, len(ab), (len(y),), generator=gen)
-        eps = torch.randn(x0.shape, generator=gen)
-        a = ab[t].sqrt().view(-1, 1, 1, 1)
-        s = (1 - ab[t]).sqrt().view(-1, 1, 1, 1)
-        pred = unet(a * x0 + s * eps, t, class_labels=y).sample
-        loss = F.mse_loss(pred, eps)
+        if objective == "eps":
+            t = torch.randint(0, len(ab), (len(y),), generator=gen)
+            eps = torch.randn(x0.shape, generator=gen)
+            a = ab[t].sqrt().view(-1, 1, 1, 1)
+            s = (1 - ab[t]).sqrt().view(-1, 1, 1, 1)
+            pred = unet(a * x0 + s * eps, t, class_labels=y).sample
+            loss = F.mse_loss(pred, eps)
+        else:
+            sig = torch.sigmoid(torch.randn(len(y), generator=gen))
+            eps = torch.randn(x0.shape, generator=gen)
+            sv = sig.view(-1, 1, 1, 1)
+            pred = unet((1 - sv) * x0 + sv * eps, sig * 1000.0, class_labels=y).sample
+            loss = F.mse_loss(pred, eps - x0)
         for g in opt.param_groups:
             g["lr"] = lr_at(step, cfg.lr, cfg.warmup, cfg.steps)
         opt.zero_grad(set_to_none=True)
@@ -223,11 +244,12 @@ def _unet_meta(kind: str, unet_kwargs: dict[str, Any], cfg: TrainConfig, log: Ru
                **extra: Any) -> dict[str, Any]:
     from .schedules import SD_SCHEDULER_CONFIG
 
+    flow = kind == "digits-flow"
     return {
         "kind": kind,
         "unet": unet_kwargs,
-        "scheduler": SD_SCHEDULER_CONFIG,
-        "prediction_type": "epsilon",
+        "scheduler": DIGITS_FLOW_SCHEDULER if flow else SD_SCHEDULER_CONFIG,
+        "prediction_type": "flow_prediction" if flow else "epsilon",
         "num_classes": NUM_CLASSES,
         "null_class": NULL_CLASS,
         "parameters": n_params,
@@ -251,6 +273,18 @@ def train_digits(out: Path, cfg: TrainConfig) -> dict[str, Any]:
     n = sum(p.numel() for p in unet.parameters())
     meta = _unet_meta("digits", DIGITS_UNET, cfg, log, n)
     save_weights(out, "digits_unet", unet, meta)
+    return meta
+
+
+def train_digits_flow(out: Path, cfg: TrainConfig) -> dict[str, Any]:
+    """``digits-flow``: the pixel UNet (same architecture) as a rectified-flow velocity model."""
+    from .data import digits_images
+
+    x, y = digits_images(size=16, split="train")
+    unet, log = train_unet(x, y, DIGITS_UNET, cfg, desc="digits-flow unet", objective="flow")
+    n = sum(p.numel() for p in unet.parameters())
+    meta = _unet_meta("digits-flow", DIGITS_UNET, cfg, log, n, sigma="sigmoid(N(0, 1)) (logit-normal)")
+    save_weights(out, "digits_flow_unet", unet, meta)
     return meta
 
 
@@ -340,7 +374,7 @@ def train_digits_latent(out: Path, cfg: TrainConfig, vae_cfg: VAEConfig) -> dict
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m invlab.train", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("model", choices=["digits", "digits-latent"], help="which shipped model to train")
+    p.add_argument("model", choices=["digits", "digits-latent", "digits-flow"], help="which shipped model to train")
     p.add_argument("--out", type=Path, default=Path("build/models"),
                    help="output folder (default build/models; invlab/assets replaces the shipped weights)")
     d = TrainConfig()
@@ -359,6 +393,8 @@ def main(argv: list[str] | None = None) -> int:
                       ema_decay=a.ema_decay, seed=a.seed, threads=a.threads)
     if a.model == "digits":
         meta = train_digits(a.out, cfg)
+    elif a.model == "digits-flow":
+        meta = train_digits_flow(a.out, cfg)
     else:
         vcfg = VAEConfig(steps=a.vae_steps, kl_weight=a.kl_weight, seed=a.seed, threads=a.threads)
         meta = train_digits_latent(a.out, cfg, vcfg)["unet"]

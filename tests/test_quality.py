@@ -29,7 +29,7 @@ def test_check_can_fail_on_noise():
     assert hit.mean() < 0.5
 
 
-@pytest.mark.parametrize("name", ["digits", "digits-latent"])
+@pytest.mark.parametrize("name", ["digits", "digits-latent", "digits-flow"])
 def test_class_conditional_samples_are_recognised(name):
     model = invlab.load_model(name)
     rep = quality.check_class_quality(model, per_class=10, guidance=3.0, steps=10, seed=1)

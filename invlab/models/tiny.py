@@ -231,4 +231,19 @@ def digits_latent(dtype: torch.dtype = torch.float32, device: str | torch.device
                                    prediction_type=cfg["prediction_type"], config=cfg)
 
 
-__all__ = ["ClassUNetDenoiser", "LatentClassUNetDenoiser", "digits", "digits_latent"]
+def digits_flow(dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu",
+                weights_dir: str | Path | None = None) -> ClassUNetDenoiser:
+    """The shipped rectified-flow pixel model: the ``digits`` UNet trained for the velocity
+    ``v = eps - x0`` on the straight path (``python -m invlab.train digits-flow``), on diffusers'
+    FlowMatchEulerDiscreteScheduler grid (no shift); fed sigma * 1000."""
+    from ..flow import FlowSchedule
+
+    folder = Path(weights_dir) if weights_dir is not None else ASSETS
+    dtype, device = _check_dtype(dtype), check_device(device)
+    cfg = _read_config(folder, "digits_flow_unet")
+    unet = _load_module(_build_unet(cfg["unet"]), folder, "digits_flow_unet", dtype, device)
+    return ClassUNetDenoiser(unet, FlowSchedule.from_config(cfg["scheduler"]), cfg["num_classes"], cfg["null_class"],
+                             name="digits-flow", prediction_type=cfg["prediction_type"], config=cfg)
+
+
+__all__ = ["ClassUNetDenoiser", "LatentClassUNetDenoiser", "digits", "digits_flow", "digits_latent"]
