@@ -1,8 +1,8 @@
 """The notebooks' published-number checks hold on any seed and thread count, not just the one
 they were written on.
 
-Every QUICK notebook runs for SEED 0, 1 and 2, each with 1 and 2 torch threads (a different thread
-count changes the order of float reductions, as another CPU does), and must pass the same checks
+Every QUICK notebook runs for SEED 0 with 1 and 2 torch threads, SEED 1 with 2 and SEED 2 with 1 (a
+different thread count changes the order of float reductions, as another CPU does), and must pass the same checks
 as the notebook tests (tests/nbchecks.py). A check that fails here for one combination is a
 knife-edge comparison that would fail CI on some other machine.
 """
@@ -15,7 +15,10 @@ import pytest
 
 from nbchecks import CHECKS
 
-COMBOS = [(seed, threads) for seed in (0, 1, 2) for threads in (1, 2)]
+# Seed 0 with both thread counts (the same run, only the reduction order changed), seeds 1 and 2 with one
+# each: every seed and both thread counts are covered in 4 executions per notebook instead of 6, which keeps
+# CI well inside its time limit on slower machines.
+COMBOS = [(0, 1), (0, 2), (1, 2), (2, 1)]
 
 
 def _threads_used(executed: Path) -> int:
