@@ -1,7 +1,7 @@
 """What every notebook's published numbers must satisfy in QUICK mode, on any machine and seed.
 
 One function per notebook, shared by the notebook tests (seed 0) and the robustness run
-(tests/test_nb_robustness.py: SEED 0, 1, 2 x 1 and 2 torch threads). Every check is on a
+(tests/test_nb_robustness.py: SEED 0 x 1 and 2 torch threads, SEED 1 x 2, SEED 2 x 1). Every check is on a
 converged quantity (a bound derived from the solver's tolerance) or on a robust statistic with
 a wide margin over what we measured; none compares two numbers from a non-converged or chaotic
 regime, whose order can flip with the last bits of another CPU's float kernels. Where a margin
