@@ -121,6 +121,20 @@ def resolve_pipeline(name: str, revision: str | None = None, local_files_only: b
     return name, False
 
 
+def prompt_list(cond: Any, batch: int, text: str) -> list[str] | None:
+    """A prompt or one prompt per row as a list of ``batch`` prompts; None when ``cond`` is not text
+    (an embedding, checked by the caller). ``text`` opens the error for a list of non-strings."""
+    if isinstance(cond, str):
+        return [cond] * batch
+    if not isinstance(cond, (list, tuple)):
+        return None
+    if not all(isinstance(p, str) for p in cond):
+        raise TypeError(f"{text}, not class ids (got cond={cond!r}); e.g. cond='a photo of a cat'")
+    if len(cond) != batch:
+        raise ValueError(f"cond must be one prompt or {batch} prompts (one per row); got {len(cond)} prompts")
+    return list(cond)
+
+
 class StableDiffusionDenoiser(Denoiser):
     """A diffusers ``UNet2DConditionModel`` + ``AutoencoderKL`` + CLIP text encoder as one Denoiser."""
 
@@ -172,14 +186,9 @@ class StableDiffusionDenoiser(Denoiser):
         if cond is None:
             return None
         text = "this model is text-conditional: pass a prompt (str), a list of prompts or embeddings (B, L, D)"
-        if isinstance(cond, str):
-            cond = [cond] * batch
-        if isinstance(cond, (list, tuple)):
-            if not all(isinstance(p, str) for p in cond):
-                raise TypeError(f"{text}, not class ids (got cond={cond!r}); e.g. cond='a photo of a cat'")
-            if len(cond) != batch:
-                raise ValueError(f"cond must be one prompt or {batch} prompts (one per row); got {len(cond)} prompts")
-            return self.encode_prompt(list(cond))
+        prompts = prompt_list(cond, batch, text)
+        if prompts is not None:
+            return self.encode_prompt(prompts)
         if isinstance(cond, torch.Tensor) and cond.is_floating_point():
             dim = self.unet.config.cross_attention_dim
             if cond.dim() == 2:

@@ -27,7 +27,7 @@ import torch
 from ..checks import check_device, check_dtype
 from ..flow import FlowSchedule
 from .base import Denoiser
-from .sd import _DENSE, TINY_VAE_CONFIG, StableDiffusionDenoiser, _write_tiny_tokenizer, resolve_pipeline
+from .sd import _DENSE, TINY_VAE_CONFIG, StableDiffusionDenoiser, _write_tiny_tokenizer, prompt_list, resolve_pipeline
 
 #: a tiny SD3 transformer (4x8x8 latents, patch 2: 16 image tokens)
 TINY_SD3_TRANSFORMER_CONFIG: dict[str, Any] = {
@@ -104,14 +104,9 @@ class SD3Denoiser(StableDiffusionDenoiser):
         if cond is None:
             return None
         text = "this model is text-conditional: pass a prompt (str), a list of prompts or packed embeddings"
-        if isinstance(cond, str):
-            cond = [cond] * batch
-        if isinstance(cond, (list, tuple)):
-            if not all(isinstance(p, str) for p in cond):
-                raise TypeError(f"{text}, not class ids (got cond={cond!r}); e.g. cond='a photo of a cat'")
-            if len(cond) != batch:
-                raise ValueError(f"cond must be one prompt or {batch} prompts (one per row); got {len(cond)} prompts")
-            return self.encode_prompt(list(cond))
+        prompts = prompt_list(cond, batch, text)
+        if prompts is not None:
+            return self.encode_prompt(prompts)
         if isinstance(cond, torch.Tensor) and cond.is_floating_point():
             width = self.null_cond(1, like).shape[-1]
             if cond.dim() == 1:

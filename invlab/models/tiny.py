@@ -205,12 +205,19 @@ def digits(dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu
            weights_dir: str | Path | None = None) -> ClassUNetDenoiser:
     """The shipped pixel model: class-conditional eps-UNet on 1x16x16 digits (``weights_dir``:
     a folder written by ``python -m invlab.train digits --out ...`` instead of the shipped one)."""
+    return _pixel_unet("digits_unet", "digits", NoiseSchedule.from_config, dtype, device, weights_dir)
+
+
+def _pixel_unet(prefix: str, name: str, schedule_from, dtype: Any, device: Any,
+                weights_dir: str | Path | None) -> ClassUNetDenoiser:
+    """A shipped class-conditional pixel UNet ``<prefix>.{json,safetensors}``; ``schedule_from`` builds
+    its schedule from the json's scheduler config (VP or flow)."""
     folder = Path(weights_dir) if weights_dir is not None else ASSETS
     dtype, device = _check_dtype(dtype), check_device(device)
-    cfg = _read_config(folder, "digits_unet")
-    unet = _load_module(_build_unet(cfg["unet"]), folder, "digits_unet", dtype, device)
-    return ClassUNetDenoiser(unet, NoiseSchedule.from_config(cfg["scheduler"]), cfg["num_classes"], cfg["null_class"],
-                             name="digits", prediction_type=cfg["prediction_type"], config=cfg)
+    cfg = _read_config(folder, prefix)
+    unet = _load_module(_build_unet(cfg["unet"]), folder, prefix, dtype, device)
+    return ClassUNetDenoiser(unet, schedule_from(cfg["scheduler"]), cfg["num_classes"], cfg["null_class"],
+                             name=name, prediction_type=cfg["prediction_type"], config=cfg)
 
 
 def digits_latent(dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu",
@@ -238,12 +245,7 @@ def digits_flow(dtype: torch.dtype = torch.float32, device: str | torch.device =
     FlowMatchEulerDiscreteScheduler grid (no shift); fed sigma * 1000."""
     from ..flow import FlowSchedule
 
-    folder = Path(weights_dir) if weights_dir is not None else ASSETS
-    dtype, device = _check_dtype(dtype), check_device(device)
-    cfg = _read_config(folder, "digits_flow_unet")
-    unet = _load_module(_build_unet(cfg["unet"]), folder, "digits_flow_unet", dtype, device)
-    return ClassUNetDenoiser(unet, FlowSchedule.from_config(cfg["scheduler"]), cfg["num_classes"], cfg["null_class"],
-                             name="digits-flow", prediction_type=cfg["prediction_type"], config=cfg)
+    return _pixel_unet("digits_flow_unet", "digits-flow", FlowSchedule.from_config, dtype, device, weights_dir)
 
 
 __all__ = ["ClassUNetDenoiser", "LatentClassUNetDenoiser", "digits", "digits_flow", "digits_latent"]
