@@ -28,6 +28,7 @@ _EXPORTS = {
     "Denoiser": "models", "available_models": "models", "load_model": "models",
     "METHODS": "inversion", "invert": "inversion", "invert_decoder": "inversion",
     "sample": "sampling", "noise": "sampling", "reconstruct": "reconstruct", "FlowSchedule": "flow",
+    "Diagnosis": "diagnose", "diagnose": "diagnose",
 }
 _SUBMODULES = {"bench", "checks", "data", "exercises", "flow", "inversion", "loop", "metrics", "models", "nbsetup", "notebooks",
                "plots", "quality", "report", "reversible", "sampling", "schedules", "solutions", "steps", "studies",
@@ -53,6 +54,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerl
     from . import metrics
     from .inversion import METHODS, invert, invert_decoder
     from .models import Denoiser, available_models, load_model
+    from .diagnose import Diagnosis, diagnose
     from .reconstruct import reconstruct
     from .sampling import noise, sample
     from .schedules import Grid, Level, NoiseSchedule

@@ -7,6 +7,8 @@ from .bugs import *  # noqa: F401,F403
 from .bugs import __all__ as _bugs
 from .core import *  # noqa: F401,F403
 from .core import __all__ as _core
+from .diagnose import *  # noqa: F401,F403
+from .diagnose import __all__ as _diagnose
 from .diagrams import *  # noqa: F401,F403
 from .diagrams import __all__ as _diagrams
 from .flowmatch import *  # noqa: F401,F403
@@ -26,4 +28,4 @@ from .solvers import __all__ as _solvers
 from .zoo import *  # noqa: F401,F403
 from .zoo import __all__ as _zoo
 
-__all__ = [*_bugs, *_core, *_diagrams, *_flowmatch, *_flows, *_guidance, *_kalman, *_latent, *_reversible, *_solvers, *_zoo]
+__all__ = [*_bugs, *_core, *_diagnose, *_diagrams, *_flowmatch, *_flows, *_guidance, *_kalman, *_latent, *_reversible, *_solvers, *_zoo]
