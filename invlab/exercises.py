@@ -29,7 +29,7 @@ from .schedules import Level
 
 __all__ = ["Check", "check_naive_step", "check_ddim_euler_step", "check_local_errors", "check_guided_eps",
            "check_oracle_eta", "check_forward_step_solve", "check_gradient_free_step", "check_eps_from_prediction",
-           "check_renoise_step", "check_edict_inverse", "check_forward_residual"]
+           "check_renoise_step", "check_edict_inverse", "check_forward_residual", "check_midpoint_step"]
 
 STATUSES = ("correct", "wrong", "not written")
 
@@ -646,3 +646,57 @@ def check_forward_residual(fn: Callable) -> None:
                                     "level of the state it starts from")
         raise _Verdict("wrong", f"step {k}: got {got:.6g}, invlab computes {want:.6g}; the sampling step is "
                                 "x0 = (x_next - sigma_nxt eps) / alpha_nxt, back = alpha_cur x0 + sigma_cur eps")
+
+
+# ------------------------------------------------------------------ 11: the midpoint (RF-Solver) inversion step
+
+
+@functools.lru_cache(maxsize=None)
+def _flow_run(steps: int = 6, guidance: float = 3.0, batch: int = 2, seed: int = 0):
+    """gmm-digits-flow (float64): an Euler sample and its RF-Solver (midpoint) inversion, each step recorded."""
+    from .inversion import invert
+    from .sampling import noise, sample
+
+    model = _model("gmm-digits-flow")
+    cond = torch.arange(batch) % model.num_classes
+    z = noise(model, batch, seed=seed, dtype=torch.float64)
+    ref = sample(model, z, steps, "euler", guidance, cond)
+    inv = invert(model, ref.final, steps, "euler", "rf-solver", guidance, cond)
+    return model, cond, inv
+
+
+def _v_fn(model, cond, guidance: float) -> Callable:
+    """v_fn(x, sigma): the guided velocity eps - x0 at state x, the network fed sigma's own label."""
+    T = model.schedule.num_train_timesteps
+
+    def v_fn(x: torch.Tensor, sigma: float) -> torch.Tensor:
+        out = model.eps(x, sigma * T, model.check_cond(cond, x.shape[0], x), guidance)
+        return out.eps - out.x0
+
+    return v_fn
+
+
+@_checked("midpoint (RF-Solver) inversion step", "my_midpoint_step")
+def check_midpoint_step(fn: Callable) -> None:
+    """``fn(v_fn, x, cur, nxt) -> x_next``: one explicit-midpoint step of dx/dsigma = v from level ``cur``
+    up to the noisier ``nxt`` (``v_fn(x, sigma)`` is the guided velocity). Compared with every step of
+    ``invlab.invert(method="rf-solver")`` on gmm-digits-flow (6 steps, w = 3)."""
+    model, cond, inv = _flow_run()
+    v_fn = _v_fn(model, cond, 3.0)
+    for k, r in enumerate(inv.records):
+        cur, nxt = inv.levels[k], inv.levels[k + 1]
+        x = r.x_cur
+        got = _call(fn, v_fn, x.clone(), cur, nxt)
+        d = nxt.sigma - cur.sigma
+        v0 = v_fn(x, cur.sigma)
+        hints = [
+            ("that is one Euler step x + Delta v(x, sigma_cur); the midpoint rule evaluates v a second time, at "
+             "x + Delta/2 v(x, sigma_cur) and sigma_cur + Delta/2, and steps with that velocity", x + d * v0),
+            ("the second velocity was evaluated at the midpoint state but with sigma_cur's label; the midpoint "
+             "sits at sigma_cur + Delta/2", lambda: x + d * v_fn(x + d / 2 * v0, cur.sigma)),
+            ("you stepped to the midpoint only (Delta/2); the full step moves by Delta with the midpoint velocity",
+             lambda: x + d / 2 * v_fn(x + d / 2 * v0, cur.sigma + d / 2)),
+            ("a sign: inversion moves towards noise, Delta = sigma_nxt - sigma_cur > 0",
+             lambda: x - d * v_fn(x - d / 2 * v0, cur.sigma - d / 2)),
+        ]
+        _compare(got, r.x_next, f"step {k} (sigma {cur.sigma:.3f} -> {nxt.sigma:.3f})", hints)

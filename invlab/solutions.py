@@ -11,7 +11,8 @@ from __future__ import annotations
 import torch
 
 __all__ = ["naive_step", "ddim_euler_step", "local_errors", "guided_eps", "oracle_eta", "forward_step_solve",
-           "gradient_free_step", "eps_from_prediction", "renoise_step", "edict_inverse", "forward_residual"]
+           "gradient_free_step", "eps_from_prediction", "renoise_step", "edict_inverse", "forward_residual",
+           "midpoint_step"]
 
 
 def naive_step(eps_fn, x, cur, nxt):
@@ -133,3 +134,12 @@ def forward_residual(eps_fn, x_cur, x_next, cur, nxt):
     x0 = (x_next - nxt.sigma * eps) / nxt.alpha
     back = cur.alpha * x0 + cur.sigma * eps
     return float((back - x_cur).pow(2).mean().sqrt())
+
+
+def midpoint_step(v_fn, x, cur, nxt):
+    """Notebook 11: one explicit-midpoint (RF-Solver) inversion step of dx/dsigma = v from ``cur`` up to
+    the noisier ``nxt``: Delta = sigma_nxt - sigma_cur, x_mid = x + Delta/2 v(x, sigma_cur),
+    x_nxt = x + Delta v(x_mid, sigma_cur + Delta/2)."""
+    d = nxt.sigma - cur.sigma
+    x_mid = x + d / 2 * v_fn(x, cur.sigma)
+    return x + d * v_fn(x_mid, cur.sigma + d / 2)

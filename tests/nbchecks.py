@@ -249,6 +249,41 @@ def check_14(res: dict[str, Any]) -> None:
     assert res["swap_best"] < res["swap_base"] / 2 and 1 <= res["swap_best_step"] <= res["steps"] // 4
 
 
+
+
+def check_11(res: dict[str, Any]) -> None:
+    assert res["step_identity"] < 1e-12                          # DDIM in (1 - sigma, sigma) form is flow Euler
+    assert res["oracle_diff"] < 1e-5                             # = FlowMatchEulerDiscreteScheduler (float32)
+    # one ODE in two coordinate systems: the rescaled VP path bends as the flow path does over the same
+    # stretch (1.4% apart seen, QUICK seed 0); the raw VP path is straighter (1.10 vs 1.32), the whole flow
+    # path longer (1.51); both samplers end on the same images (8e-4 seen)
+    assert abs(res["path_vp_rescaled"] / res["path_flow_same_range"] - 1) < 0.1
+    assert res["path_vp"] * 1.05 < res["path_vp_rescaled"] and res["path_flow_same_range"] * 1.05 < res["path_flow_full"]
+    assert res["path_end_gap"] < 0.05 and res["vp_start_s"] < 1
+    # error accumulation on the analytic model (float64): exact converges; naive grows (x30+ seen); FireFlow
+    # between (3x below naive seen)
+    assert res["exact_noise_nmse"] < 1e-10 < 1e-2 < res["naive_noise_nmse"]
+    assert res["fireflow_noise_nmse"] < res["naive_noise_nmse"] / 1.5 and res["naive_error_growth"] > 10
+    # the solver family: smooth float64 computations, margins >= 2x over what we measured
+    o, f, n = res["family_orders"], res["family_noise_nmse"], res["family_max_steps"]
+    assert o["rf-solver"] < -3.0 and o["naive"] > -1.5 and o["exact"] > -3.2          # -3.8, -0.7, -2.6 seen
+    assert f[f"sampler/exact/{n}"] < 1e-10 and min(f[f"sampler/{m}/{n}"] for m in ("naive", "rf-solver", "fireflow", "uni-inv")) > 1e-3
+    assert f[f"ode/rf-solver/{n}"] < f[f"ode/naive/{n}"] / 100 and f[f"ode/exact/{n}"] > 10 * f[f"ode/rf-solver/{n}"]
+    if f"ode/rf-solver/{n // 2}" in f:
+        assert f[f"ode/fireflow/{n}"] < f[f"ode/rf-solver/{n // 2}"] / 2                # 0.0024 vs 0.012 seen
+    # the trained flow net: the image comes back, the noise does not (image <= 8e-3, noise 0.96-1.4 seen)
+    if "trained_noise_nmse" in res:
+        assert max(res["trained_image_nmse"].values()) < 0.05 and min(res["trained_noise_nmse"].values()) > 0.3
+    # RF-Inversion's gamma: ends on y1 at 1; steep at the faithful end; flat beyond 0.5
+    g, y1, im = res["gamma_values"], res["gamma_y1_nmse"], res["gamma_image_nmse"]
+    at = {v: k for k, v in enumerate(g)}
+    assert y1[at[1.0]] < 1e-20 and y1[at[0.2]] < y1[at[0.0]] / 5 and im[at[0.2]] > 10 * im[at[0.0]]
+    assert 0.8 < im[at[1.0]] / im[at[0.5]] < 1.25
+    # the time-grid audit: the consistent grid converges, the reference grid does not (0.041 vs 0.56 at 28 seen)
+    cons, ref = res["audit_consistent"], res["audit_reference"]
+    assert cons[-1] < cons[0] / 3 and cons[-1] < ref[-1] / 3 and res["audit_reference_gap"] > 0.1
+
+
 #: notebook file stem -> its check
 CHECKS: dict[str, Callable[[dict[str, Any]], None]] = {
     "01_sampling_and_inversion": check_01,
@@ -261,5 +296,6 @@ CHECKS: dict[str, Callable[[dict[str, Any]], None]] = {
     "08_your_model": check_08,
     "09_method_zoo": check_09,
     "10_exact_by_construction": check_10,
+    "11_flow_matching": check_11,
     "14_bug_gallery": check_14,
 }

@@ -22,6 +22,7 @@ PAIRS = {
     "renoise_step": (ex.check_renoise_step, so.renoise_step),
     "edict_inverse": (ex.check_edict_inverse, so.edict_inverse),
     "forward_residual": (ex.check_forward_residual, so.forward_residual),
+    "midpoint_step": (ex.check_midpoint_step, so.midpoint_step),
 }
 
 
@@ -234,6 +235,9 @@ MISTAKES = [
     (ex.check_edict_inverse, lambda *args: args[0], "return the pair"),
     (ex.check_forward_residual, lambda *args: so.forward_residual(*args) ** 2, "square root"),
     (ex.check_forward_residual, _residual_wrong_label, "feeds the network nxt.label"),
+    (ex.check_midpoint_step, lambda v_fn, x, cur, nxt: x + (nxt.sigma - cur.sigma) * v_fn(x, cur.sigma), "one Euler step"),
+    (ex.check_midpoint_step, lambda v_fn, x, cur, nxt: x + (nxt.sigma - cur.sigma) * v_fn(
+        x + (nxt.sigma - cur.sigma) / 2 * v_fn(x, cur.sigma), cur.sigma), "sigma_cur's label"),
 ]
 
 

@@ -31,6 +31,10 @@ METHOD_STYLE: dict[str, dict[str, str]] = {
     "edict": {"color": "#8c6d31", "marker": "p"},
     "bdia": {"color": "#17becf", "marker": "d"},
     "belm": {"color": "#393b79", "marker": "8"},
+    "rf-solver": {"color": "#e377c2", "marker": "o"},
+    "fireflow": {"color": "#bcbd22", "marker": "s"},
+    "uni-inv": {"color": "#2ca02c", "marker": "^"},
+    "rf-inversion": {"color": "#9467bd", "marker": "D"},
     "N(0, I) draw": {"color": "k", "marker": "."},
 }
 _SPARE_MARKERS = "p>d8H"
