@@ -280,7 +280,8 @@ if TRAINED:
             trained_converged={k: r["converged_fraction"] for k, r in rows.items()});
 
 # %% [markdown]
-# On the trained net the image comes back (small image NMSE) at every guidance, while the recovered noise
+# On the trained net exact inversion brings the image back (image NMSE orders of magnitude below naive's
+# and FireFlow's, whose image errors vary with the draw) at every guidance, while the recovered noise
 # is far from the noise that made it, even for exact inversion: the trained velocity field is not
 # invertible step by step near $\sigma = 1$ at this step count (the printed convergence fractions show
 # where the solver stopped). Reconstructing is not recovering; notebook 06 showed the same on the VP `digits`.
@@ -342,6 +343,7 @@ by = {(r["steps"], r["time_grid"]): r for r in audit}
 publish(audit_steps=audit_steps, audit_consistent=[by[(n, "consistent")]["noise_nmse"] for n in audit_steps],
         audit_reference=[by[(n, "reference")]["noise_nmse"] for n in audit_steps],
         audit_reference_gap=max(r["label_gap"] for r in audit if r["time_grid"] == "reference"));
+
 
 # %% [markdown]
 # The consistent grid converges towards the ODE's inverse as the steps grow; the reference pipeline's

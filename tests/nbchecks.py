@@ -271,9 +271,15 @@ def check_11(res: dict[str, Any]) -> None:
     assert f[f"ode/rf-solver/{n}"] < f[f"ode/naive/{n}"] / 100 and f[f"ode/exact/{n}"] > 10 * f[f"ode/rf-solver/{n}"]
     if f"ode/rf-solver/{n // 2}" in f:
         assert f[f"ode/fireflow/{n}"] < f[f"ode/rf-solver/{n // 2}"] / 2                # 0.0024 vs 0.012 seen
-    # the trained flow net: the image comes back, the noise does not (image <= 8e-3, noise 0.96-1.4 seen)
+    # the trained flow net: exact inversion brings the image back, the noise comes back for no method (exact
+    # image <= 2e-6, naive/FireFlow 2e-3 .. 0.12 across seeds, noise 0.8-2.3 seen)
     if "trained_noise_nmse" in res:
-        assert max(res["trained_image_nmse"].values()) < 0.05 and min(res["trained_noise_nmse"].values()) > 0.3
+        im = res["trained_image_nmse"]
+        exact = {k: v for k, v in im.items() if k.endswith("/exact")}
+        others = [v for k, v in im.items() if not k.endswith("/exact")]
+        assert exact and max(exact.values()) < 1e-4 and max(others) < 0.6
+        assert all(v < im[k.replace("/exact", "/naive")] / 50 for k, v in exact.items())
+        assert min(res["trained_noise_nmse"].values()) > 0.3
     # RF-Inversion's gamma: ends on y1 at 1; steep at the faithful end; flat beyond 0.5
     g, y1, im = res["gamma_values"], res["gamma_y1_nmse"], res["gamma_image_nmse"]
     at = {v: k for k, v in enumerate(g)}
