@@ -399,6 +399,7 @@ print(f"your midpoint inversion vs invlab's rf-solver: NMSE {mine:.1e}; noise NM
 #    and repeat section 3. Where on the grid do the naive errors grow now?
 # 3. In section 2, sample the flow model with 20 steps instead of 400. Which path, VP or flow, does the
 #    coarse sampler follow more closely?
-# 4. In section 6, invert with `cond=None` (RF-Inversion's reference inverts without a prompt) and
-#    sample back with the class. Does the trade-off curve move?
+# 4. In section 6, invert without the class, as RF-Inversion's reference inverts without a prompt, and
+#    sample back with it: `fm.rf_inversion_gammas(model, x_src, steps, GAMMAS, None, cfg.guidance,
+#    resample_cond=cond, invert_guidance=1.0)`. Does the trade-off curve move?
 # 5. Run section 7 with `gamma=0.5`. Does the reference grid's error still dominate?

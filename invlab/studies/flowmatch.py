@@ -168,11 +168,13 @@ class GammaSweep:
 
 
 def rf_inversion_gammas(model, images: torch.Tensor, steps: int, gammas: Sequence[float], cond: Any = None,
-                        guidance: float = 1.0, seed: int = 2410, resample_cond: Any = "same") -> GammaSweep:
-    """RF-Inversion's gamma trade-off. For each gamma: invert ``images`` (condition ``cond``), measure
-    ``y1_nmse`` (how close the inverted noise is to the drawn target y1, 0 at gamma = 1), ``noise_std``
-    and ``image_nmse`` (the Euler sample from the inverted noise, under ``resample_cond``, against the
-    source: faithfulness)."""
+                        guidance: float = 1.0, seed: int = 2410, resample_cond: Any = "same",
+                        invert_guidance: float | None = None) -> GammaSweep:
+    """RF-Inversion's gamma trade-off. For each gamma: invert ``images`` (condition ``cond``, guidance
+    ``invert_guidance``, default ``guidance``), measure ``y1_nmse`` (how close the inverted noise is to
+    the drawn target y1, 0 at gamma = 1), ``noise_std`` and ``image_nmse`` (the Euler sample from the
+    inverted noise, under ``resample_cond`` at ``guidance``, against the source: faithfulness).
+    RF-Inversion's reference inverts without a prompt: ``cond=None, invert_guidance=1.0``."""
     from ..inversion import invert
     from ..sampling import sample
 
@@ -183,7 +185,8 @@ def rf_inversion_gammas(model, images: torch.Tensor, steps: int, gammas: Sequenc
     y1 = torch.randn(images.shape, generator=gen, dtype=torch.float64).to(images)
     sweep = GammaSweep(images=images, y1=y1, gammas=[float(g) for g in gammas], rows=[])
     for g in sweep.gammas:
-        inv = invert(model, images, steps, "euler", "rf-inversion", guidance, cond, gamma=g, seed=seed)
+        inv = invert(model, images, steps, "euler", "rf-inversion", guidance if invert_guidance is None else invert_guidance,
+                     cond, gamma=g, seed=seed)
         back = sample(model, inv.final, steps, "euler", guidance, back_cond).final
         sweep.noises[g], sweep.reconstructions[g] = inv.final, back
         sweep.rows.append({"gamma": g, "y1_nmse": float(nmse(inv.final, y1)), "noise_std": float(inv.final.std()),
