@@ -1,10 +1,12 @@
-"""Small trained networks that ship inside invlab: ``digits`` and ``digits-latent``.
+"""Small trained networks that ship inside invlab: ``digits``, ``digits-latent``, ``digits-flow`` and ``photos``.
 
-Both are diffusers ``UNet2DModel`` s trained by :mod:`invlab.train` on scikit-learn's digits:
+The digits models are diffusers ``UNet2DModel`` s trained by :mod:`invlab.train` on scikit-learn's digits:
 
 * ``digits`` works on 1x16x16 images in [-1, 1];
 * ``digits-latent`` is Stable Diffusion in miniature: an ``AutoencoderKL`` maps 1x32x32 images
-  to 4x8x8 latents (times a ``scaling_factor``, as SD's VAE does) and the UNet works on those.
+  to 4x8x8 latents (times a ``scaling_factor``, as SD's VAE does) and the UNet works on those;
+* ``photos`` is the same layout on real photographs: RGB 3x64x64 crops <-> 4x16x16 latents, the class
+  being the source photograph (see :mod:`invlab.photos`).
 
 Both predict eps on Stable Diffusion's scaled_linear schedule and take a class id 0..9; the
 class-embedding row 10 is the *null class* (the unconditional input for classifier-free
@@ -183,7 +185,8 @@ class LatentClassUNetDenoiser(ClassUNetDenoiser):
         return image
 
     def encode(self, image: torch.Tensor, sample: bool = False, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Image in [-1, 1] ``(B, 1, 32, 32)`` -> scaled latent ``(B, 4, 8, 8)`` (mean, or a posterior sample)."""
+        """Image in [-1, 1] ``(B, *image_shape)`` (digits-latent: 1x32x32) -> scaled latent (4x8x8; mean, or a
+        posterior sample)."""
         image = self._check_image(image)
         post = self.vae.encode(image.to(device=self.device, dtype=self.dtype, memory_format=_DENSE)).latent_dist
         if sample:
@@ -193,7 +196,7 @@ class LatentClassUNetDenoiser(ClassUNetDenoiser):
         return (z * self.scaling_factor).to(device=image.device, dtype=image.dtype)
 
     def decode(self, latent: torch.Tensor) -> torch.Tensor:
-        """Scaled latent ``(B, 4, 8, 8)`` -> image ``(B, 1, 32, 32)`` (roughly in [-1, 1]; not clamped)."""
+        """Scaled latent (digits-latent: 4x8x8) -> image ``(B, *image_shape)`` (roughly in [-1, 1]; not clamped)."""
         latent = self.check_input(latent, "latent")
         z = latent.to(device=self.device, dtype=self.dtype, memory_format=_DENSE)
         img = self.vae.decode(z / self.scaling_factor).sample
@@ -223,18 +226,32 @@ def _pixel_unet(prefix: str, name: str, schedule_from, dtype: Any, device: Any,
 def digits_latent(dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu",
                   weights_dir: str | Path | None = None) -> LatentClassUNetDenoiser:
     """The shipped latent model: AutoencoderKL (1x32x32 <-> 4x8x8) + class-conditional latent eps-UNet."""
+    return _latent_unet("digits_latent", "digits-latent", dtype, device, weights_dir)
+
+
+def photos(dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu",
+           weights_dir: str | Path | None = None) -> LatentClassUNetDenoiser:
+    """The shipped model of real photographs: AutoencoderKL (RGB 3x64x64 <-> 4x16x16) + a latent eps-UNet
+    conditioned on the source photograph (ten classes, :data:`invlab.photos.PHOTO_CLASSES`), trained on
+    crops of the photographs bundled with scikit-image and scikit-learn (``python -m invlab.train photos``).
+    Stored in float16, computed in ``dtype``."""
+    return _latent_unet("photos", "photos", dtype, device, weights_dir)
+
+
+def _latent_unet(prefix: str, name: str, dtype: Any, device: Any, weights_dir: str | Path | None) -> LatentClassUNetDenoiser:
+    """A shipped latent model: ``<prefix>_vae.{json,safetensors}`` + ``<prefix>_unet.{json,safetensors}``."""
     from diffusers import AutoencoderKL
 
     folder = Path(weights_dir) if weights_dir is not None else ASSETS
     dtype, device = _check_dtype(dtype), check_device(device)
-    cfg = _read_config(folder, "digits_latent_unet")
-    vcfg = _read_config(folder, "digits_latent_vae")
-    unet = _load_module(_build_unet(cfg["unet"]), folder, "digits_latent_unet", dtype, device)
+    cfg = _read_config(folder, f"{prefix}_unet")
+    vcfg = _read_config(folder, f"{prefix}_vae")
+    unet = _load_module(_build_unet(cfg["unet"]), folder, f"{prefix}_unet", dtype, device)
     with torch.device("meta"):
         vae = AutoencoderKL(**vcfg["vae"])
-    vae = _load_module(vae, folder, "digits_latent_vae", dtype, device)
+    vae = _load_module(vae, folder, f"{prefix}_vae", dtype, device)
     return LatentClassUNetDenoiser(unet, vae, vcfg["scaling_factor"], schedule=NoiseSchedule.from_config(cfg["scheduler"]),
-                                   num_classes=cfg["num_classes"], null_class=cfg["null_class"], name="digits-latent",
+                                   num_classes=cfg["num_classes"], null_class=cfg["null_class"], name=name,
                                    prediction_type=cfg["prediction_type"], config=cfg)
 
 
@@ -248,4 +265,4 @@ def digits_flow(dtype: torch.dtype = torch.float32, device: str | torch.device =
     return _pixel_unet("digits_flow_unet", "digits-flow", FlowSchedule.from_config, dtype, device, weights_dir)
 
 
-__all__ = ["ClassUNetDenoiser", "LatentClassUNetDenoiser", "digits", "digits_flow", "digits_latent"]
+__all__ = ["ClassUNetDenoiser", "LatentClassUNetDenoiser", "digits", "digits_flow", "digits_latent", "photos"]
