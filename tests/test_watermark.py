@@ -116,3 +116,27 @@ def test_roc_of_separated_and_of_identical_scores():
     assert r["auc"] == 1.0 and r["tpr_at_1fpr"] == 1.0 and 1 <= r["threshold"] < 2
     same = wm.roc(low, low)
     assert same["auc"] == pytest.approx(0.5) and same["tpr_at_1fpr"] < 0.05
+
+
+def test_detection_study_rows(model):
+    from invlab.studies.watermark import classification, detection
+
+    rows = detection(model, n=8, steps=20, guidance=3.0, protocols=["exact", "naive"], attacks=["none", "jpeg"])
+    by = {(r["protocol"], r["attack"]): r for r in rows}
+    assert set(by) == {(p, a) for p in ("exact", "naive") for a in ("none", "jpeg")}
+    assert by[("exact", "none")]["auc"] == 1.0 and by[("exact", "none")]["tpr_p01"] == 1.0
+    assert by[("exact", "none")]["nfe_per_step"] > by[("naive", "none")]["nfe_per_step"] == 1.0
+    assert all(0 <= r["fpr_p01"] <= 0.25 and 0 <= r["auc"] <= 1 for r in rows)
+    # generated without the class, as the detector inverts: exact inversion classifies every key
+    cls = classification(model, per_key=4, steps=20, protocols=["exact"], attacks=["none"], conditional=False)
+    assert cls[0]["accuracy"] == 1.0 and sum(map(sum, cls[0]["confusion"])) == 12
+    with pytest.raises(ValueError, match="unknown protocol"):
+        detection(model, n=2, protocols=["tree-ring"])
+
+
+def test_detection_study_attacks_latent_models_in_image_space():
+    from invlab.studies.watermark import detection
+
+    latent = invlab.load_model("digits-latent")
+    rows = detection(latent, n=2, steps=5, guidance=3.0, protocols=["naive"], attacks=["blur"], dtype=torch.float32)
+    assert rows[0]["attack"] == "blur" and math.isfinite(rows[0]["median_log10_p"])
