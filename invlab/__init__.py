@@ -30,7 +30,7 @@ _EXPORTS = {
     "sample": "sampling", "noise": "sampling", "reconstruct": "reconstruct", "FlowSchedule": "flow",
     "Diagnosis": "diagnose", "diagnose": "diagnose",
 }
-_SUBMODULES = {"bench", "checks", "data", "exercises", "flow", "inversion", "loop", "metrics", "models", "nbsetup", "notebooks",
+_SUBMODULES = {"bench", "checks", "data", "edit", "exercises", "flow", "inversion", "loop", "metrics", "models", "nbsetup", "notebooks",
                "plots", "quality", "report", "reversible", "sampling", "schedules", "solutions", "steps", "studies",
                "trace", "train", "widgets"}
 
@@ -51,7 +51,7 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerly
-    from . import metrics
+    from . import edit, metrics
     from .inversion import METHODS, invert, invert_decoder
     from .models import Denoiser, available_models, load_model
     from .diagnose import Diagnosis, diagnose

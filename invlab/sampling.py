@@ -51,9 +51,16 @@ def sample(model: Denoiser, z_T: torch.Tensor, steps: int = 50, solver: str = "d
                          f"not solver={solver!r}")
     setup = Setup(model, z_T, steps, solver, guidance, cond, "z_T", grid_overrides, uncond=uncond,
                   uncond_steps=uncond_steps)
-    grid = setup.grid
+    return run_sampler(setup, hooks, check_finite=check_finite, show_progress=show_progress)
+
+
+def run_sampler(setup: Setup, hooks: Any = None, *, check_finite: bool = True, show_progress: bool = False) -> Trajectory:
+    """The DDIM / DPM-Solver++(2M) loop of :func:`sample` on a validated :class:`Setup`: it walks
+    ``setup.grid`` from its first level (a grid may start at an intermediate level, e.g. the last
+    k steps of an N-step grid in ``invlab.edit``; its ``orders`` say where the history restarts)."""
+    solver, grid = setup.solver, setup.grid
     config = {"direction": "sample", "method": solver, "label": "own"}
-    if uncond is not None or uncond_steps is not None:
+    if setup.uncond is not None or setup.uncond_steps is not None:
         config["uncond"] = True
     run = Runner(setup, hooks, config, grid.levels, check_finite)
     with run.guard(), torch.no_grad():
