@@ -32,7 +32,7 @@ _EXPORTS = {
 }
 _SUBMODULES = {"bench", "checks", "data", "edit", "exercises", "flow", "inversion", "loop", "metrics", "models", "nbsetup", "notebooks",
                "plots", "quality", "report", "reversible", "sampling", "schedules", "solutions", "steps", "studies",
-               "trace", "train", "widgets"}
+               "trace", "train", "watermark", "widgets"}
 
 
 def __getattr__(name: str) -> Any:
