@@ -195,7 +195,15 @@ def edit(model: Denoiser, x0: torch.Tensor, source: Any = None, target: Any = No
     ``inversion_guidance``: that of the inversion (default ``guidance``, so that the round trip
     with ``target = source`` is the method's reconstruction). ``mask``: ``(B or 1, 1, H, W)`` with 1
     where the edit may happen (image or latent resolution); outside it every sampling step's
-    output is replaced by the inversion's state at that level. ``hooks`` go to the regeneration.
+    output is replaced by the inversion's state at that level, the last one by the source itself
+    (so a pixel model's background is the source bit for bit; a latent model's differs by what
+    the decoder mixes in from the edited cells). Not with ``solver="edict"`` (its second latent
+    is out of the blend's reach). ``hooks`` go to the regeneration.
+
+    ``method="direct"``: DirectInversion's offsets belong to the source branch of a dual-branch
+    editor, which is not built here, so its edit is plain regeneration from its w = 1 pivots
+    (with a mask, the background follows those pivots); with ``target = source`` it is therefore
+    not a reconstruction (``invlab.reconstruct`` applies the offsets).
     """
     from .inversion import METHODS, make_options
     from .reconstruct import RECONSTRUCTIONS
@@ -223,6 +231,11 @@ def edit(model: Denoiser, x0: torch.Tensor, source: Any = None, target: Any = No
     if method in ("negative-prompt", "null-text", "direct") and inversion_guidance is not None:
         raise ValueError(f"method {method!r} sets its inversion's guidance by its own option 'inversion_guidance'; "
                          "pass it as a method option, not as edit(..., inversion_guidance=...)")
+    if mask is not None and solver == "edict":
+        raise ValueError("a mask cannot be used with solver='edict': the blend reaches EDICT's first latent only, so "
+                         "its second latent keeps the regenerated background and the coupled steps then pull apart "
+                         "(3 -> 8 on digits: 25% read as 8 with the mask, 100% without). Use solver='bdia' or 'belm' "
+                         "(both states pass through the blend) or a DDIM method, or edit without the mask")
     w_inv = guidance if inversion_guidance is None else inversion_guidance
     # the mask is checked before any network call (a wrong shape fails at once)
     m = None if mask is None else sample_space_mask(model, mask, z0.shape[0]).to(device=z0.device, dtype=z0.dtype)

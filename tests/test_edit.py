@@ -211,6 +211,8 @@ def test_other_bad_inputs(digits):
         E.edit(digits, x, 3, 8, steps=10, solver="ddim", method="algebraic")
     with pytest.raises(ValueError, match="inversion_guidance"):
         E.edit(digits, x, 3, 8, steps=10, method="negative-prompt", inversion_guidance=2.0)
+    with pytest.raises(ValueError, match="solver='bdia'"):
+        E.edit(digits, x, 3, 8, steps=10, solver="edict", mask=LEFT16)
     with pytest.raises(ValueError, match="k must be an int"):
         E.partial_grid(digits.schedule.grid(10, "ddim"), 11)
     with pytest.raises(ValueError, match="one shape"):
