@@ -3,6 +3,7 @@
 import math
 import warnings
 
+import numpy as np
 import pytest
 import torch
 
@@ -140,3 +141,23 @@ def test_detection_study_attacks_latent_models_in_image_space():
     latent = invlab.load_model("digits-latent")
     rows = detection(latent, n=2, steps=5, guidance=3.0, protocols=["naive"], attacks=["blur"], dtype=torch.float32)
     assert rows[0]["attack"] == "blur" and math.isfinite(rows[0]["median_log10_p"])
+
+
+def test_roc_points_and_the_plots(model):
+    from invlab import plots
+    from invlab.studies.watermark import detection
+
+    fpr, tpr = plots.roc_points([0.0, 1.0, 2.0], [1.5, 3.0])
+    assert fpr.tolist() == [0, 0, 0, 0.5, 0.5, 1] and tpr.tolist() == [0, 1 / 3, 2 / 3, 2 / 3, 1, 1]
+    rows = detection(model, n=6, steps=10, protocols=["naive"], attacks=["none"], keep_scores=True)
+    assert len(rows[0]["log_p_marked"]) == 6
+    fig, drawn = plots.plot_watermark_roc(rows)
+    f, t = drawn[("naive", "none")]
+    # the area under the drawn curve is the row's AUC (ties between scores would make them differ)
+    assert abs(float(np.sum(np.diff(f) * t[:-1])) - rows[0]["auc"]) < 1e-9
+    key = wm.ring_key(model.sample_shape)
+    z = invlab.noise(model, 1, seed=0, dtype=torch.float64)
+    fig, panels = plots.plot_watermark_spectra(key.values, key.mask, {"z_T": wm.spectrum(wm.inject(z, key))[0]})
+    assert len(panels) == 2 and panels[0][~key.mask[0].numpy()].max() == 0
+    with pytest.raises(ValueError, match="keep_scores=True"):
+        plots.plot_watermark_roc([{k: v for k, v in rows[0].items() if not k.startswith("log_p")}])

@@ -25,7 +25,9 @@ from .reversible import *  # noqa: F401,F403
 from .reversible import __all__ as _reversible
 from .solvers import *  # noqa: F401,F403
 from .solvers import __all__ as _solvers
+from .watermark import *  # noqa: F401,F403
+from .watermark import __all__ as _watermark
 from .zoo import *  # noqa: F401,F403
 from .zoo import __all__ as _zoo
 
-__all__ = [*_bugs, *_core, *_diagnose, *_diagrams, *_flowmatch, *_flows, *_guidance, *_kalman, *_latent, *_reversible, *_solvers, *_zoo]
+__all__ = [*_bugs, *_core, *_diagnose, *_diagrams, *_flowmatch, *_flows, *_guidance, *_kalman, *_latent, *_reversible, *_solvers, *_watermark, *_zoo]

@@ -88,7 +88,8 @@ def _invert(model, x: torch.Tensor, steps: int, solver: str, method: str, batch:
 
 def detection(model, n: int = 200, steps: int = 50, guidance: float = 3.0, protocols: Sequence[str] = tuple(PROTOCOLS),
               attacks: Sequence[str] = tuple(wm.ATTACKS), key: wm.Key | None = None, seed: int = 0, batch: int = 100,
-              dtype: torch.dtype = torch.float64, progress: bool = False, conditional: bool = True) -> list[dict[str, Any]]:
+              dtype: torch.dtype = torch.float64, progress: bool = False, conditional: bool = True,
+              keep_scores: bool = False) -> list[dict[str, Any]]:
     """Binary detection: ``n`` watermarked and ``n`` clean images per protocol (the same noises and classes
     for every protocol), each attack, detection by p-value. One row per (protocol, attack): ``auc``,
     ``tpr_at_1fpr`` (p-value score), ``auc_l1`` (distance score), the fractions flagged at p < 0.01
@@ -119,6 +120,8 @@ def detection(model, n: int = 200, steps: int = 50, guidance: float = 3.0, proto
                          "median_log10_p": float(lpm.median() / math.log(10)),
                          "nfe_per_step": (nfe_m + nfe_c) / (2 * math.ceil(n / batch) * steps),
                          "seconds": time.perf_counter() - t0})
+            if keep_scores:   # per-image log p-values, for ROC curves (invlab.plots.plot_watermark_roc)
+                rows[-1].update(log_p_marked=lpm.tolist(), log_p_clean=lpc.tolist())
             if progress:
                 print({k: (round(v, 4) if isinstance(v, float) else v) for k, v in rows[-1].items()}, flush=True)
     return rows
