@@ -2,6 +2,8 @@
 
     invlab bench CONFIG            # invlab.bench: the resumable, shardable sweep
     invlab bench plot TABLE        # its figures
+    invlab invert IMAGE ...        # invlab.invert_cli: invert an image file, write the report
+    invlab diagnose IMAGE ...      # the same with every step's local error
 
 A subcommand is a name mapped to ``"module:function"``; the function takes the remaining
 arguments and returns an exit status. Modules are imported only when their subcommand runs.
@@ -15,6 +17,8 @@ import sys
 #: subcommand -> ("module", "function", one-line help)
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "bench": ("invlab.bench", "main", "run a bench config (resumable, shardable); `bench plot TABLE` draws it"),
+    "invert": ("invlab.invert_cli", "main_invert", "invert an image file; write its reconstruction, noise and report"),
+    "diagnose": ("invlab.invert_cli", "main_diagnose", "invert an image file and diagnose every step (no ground truth)"),
 }
 
 
