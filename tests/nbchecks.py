@@ -215,6 +215,22 @@ def check_10(res: dict[str, Any]) -> None:
     assert c["exact (solve, DDIM) float64"]["nfe_per_step"] > 2
 
 
+def check_13(res: dict[str, Any]) -> None:
+    # naive vs exact on a real digit (digits-latent, w = 3): the forward residual needs no ground truth
+    assert res["exact_max_residual"] < 1e-4                                         # 9e-7 seen (solver tolerance)
+    assert res["naive_max_residual"] > 1e3 * res["exact_max_residual"]              # 4.8e4x seen
+    assert res["naive_max_local"] > 1e-2                                            # 0.17 seen
+    # exact inversion reaches the VAE's own round trip; naive loses PSNR (48.5 vs 29.8 dB seen)
+    assert res["exact_psnr"] > res["psnr_vae"] - 0.5
+    assert res["naive_psnr"] < res["exact_psnr"] - 5
+    # a correct naive run has no spike: the largest forward residual is within a small factor of the median
+    assert res["naive_residual_max_over_median"] < 20
+    # the traced diffusers loop: the current-label bug named at the first step, the fixed loop agrees
+    assert res["trace_first_index"] == 0 and res["trace_label_bug"] is True
+    assert res["fixed_agrees"] is True and res["fixed_rel"] < 1e-4                  # 3.5e-6 seen (float32)
+    assert res["buggy_rel"] > 10 * res["fixed_rel"] and res["buggy_rel"] > 0.02     # 0.18 seen
+
+
 def check_14(res: dict[str, Any]) -> None:
     assert res["loop_vs_invlab"] < 1e-12                       # the hand-written loop is invlab's naive inversion
     f = res["fingerprints"]
@@ -307,5 +323,6 @@ CHECKS: dict[str, Callable[[dict[str, Any]], None]] = {
     "09_method_zoo": check_09,
     "10_exact_by_construction": check_10,
     "11_flow_matching": check_11,
+    "13_debug_your_inversion": check_13,
     "14_bug_gallery": check_14,
 }
