@@ -29,7 +29,8 @@ from .schedules import Level
 
 __all__ = ["Check", "check_naive_step", "check_ddim_euler_step", "check_local_errors", "check_guided_eps",
            "check_oracle_eta", "check_forward_step_solve", "check_gradient_free_step", "check_eps_from_prediction",
-           "check_renoise_step", "check_edict_inverse", "check_forward_residual", "check_midpoint_step"]
+           "check_renoise_step", "check_edict_inverse", "check_forward_residual", "check_midpoint_step",
+           "check_traced_guidance"]
 
 STATUSES = ("correct", "wrong", "not written")
 
@@ -700,3 +701,57 @@ def check_midpoint_step(fn: Callable) -> None:
              lambda: x - d * v_fn(x - d / 2 * v0, cur.sigma - d / 2)),
         ]
         _compare(got, r.x_next, f"step {k} (sigma {cur.sigma:.3f} -> {nxt.sigma:.3f})", hints)
+
+
+# ------------------------------------------------------------------ 13: the guidance a traced step used
+
+
+@functools.lru_cache(maxsize=None)
+def _guided_steps(guidance: float = 3.7, steps: int = 6, batch: int = 2, seed: int = 0):
+    """gmm-digits (float64): the DDIM sampling steps of one run at ``guidance``, as (x, x_next, eps_u, eps_c)."""
+    from .sampling import noise
+    from .steps import ddim_step, x0_from_eps
+
+    model = _model("gmm-digits")
+    cond = torch.arange(batch) % model.num_classes
+    x = noise(model, batch, seed=seed, dtype=torch.float64)
+    levels = model.schedule.grid(steps).levels
+    out = []
+    for s, t in zip(levels, levels[1:]):
+        o = model.eps(x, s.label, model.check_cond(cond, batch, x), guidance)
+        x_next = ddim_step(x0_from_eps(x, o.eps, s), o.eps, t)
+        out.append((x, x_next, o.eps_uncond, o.eps_cond))
+        x = x_next
+    return tuple(out)
+
+
+@_checked("the guidance a traced step used", "my_traced_guidance")
+def check_traced_guidance(fn: Callable) -> None:
+    """``fn(x, x_next, eps_u, eps_c) -> float``: the guidance scale w of one recorded step, from the state
+    before and after it and the network's two outputs, by fitting x_next = A x + B eps_u + C (eps_c - eps_u)
+    over all entries (least squares): w = C / B. Compared on every step of a gmm-digits DDIM run at w = 3.7."""
+    steps = _guided_steps()
+    for k, (x, x_next, eps_u, eps_c) in enumerate(steps):
+        got = _call(fn, x.clone(), x_next.clone(), eps_u.clone(), eps_c.clone())
+        if isinstance(got, torch.Tensor):
+            if got.numel() != 1:
+                raise _Verdict("wrong", f"step {k}: return one number for the step (got shape {tuple(got.shape)}); "
+                                        "fit A, B, C over all entries of the batch together")
+            got = float(got)
+        if not isinstance(got, (int, float)):
+            raise _Verdict("wrong", f"step {k}: return a number (got {type(got).__name__})")
+        X = torch.stack([x.flatten(), eps_u.flatten(), (eps_c - eps_u).flatten()], 1)
+        A, B, C = torch.linalg.lstsq(X, x_next.flatten()[:, None]).solution.flatten().tolist()
+        X2 = torch.stack([x.flatten(), eps_u.flatten(), eps_c.flatten()], 1)
+        _, B2, C2 = torch.linalg.lstsq(X2, x_next.flatten()[:, None]).solution.flatten().tolist()
+        want = C / B
+        if abs(got - want) <= 1e-6 * abs(want):
+            continue
+        for value, hint in ((C, "that is C, the coefficient of (eps_c - eps_u): it is B * w, so divide by B"),
+                            (B / C, "that is B / C: the guidance is C / B"),
+                            (C2 / B2, "with eps_u and eps_c as separate columns the coefficients are B (1 - w) and "
+                                      "B w; regress on eps_u and the difference eps_c - eps_u instead")):
+            if abs(got - value) <= 1e-6 * max(abs(value), 1e-12):
+                raise _Verdict("wrong", f"step {k}: {hint}")
+        raise _Verdict("wrong", f"step {k}: got {got:.6g}, the step used w = {want:.6g}; fit x_next on the three "
+                                "columns x, eps_u, eps_c - eps_u (torch.linalg.lstsq) and return C / B")

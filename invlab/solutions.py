@@ -12,7 +12,7 @@ import torch
 
 __all__ = ["naive_step", "ddim_euler_step", "local_errors", "guided_eps", "oracle_eta", "forward_step_solve",
            "gradient_free_step", "eps_from_prediction", "renoise_step", "edict_inverse", "forward_residual",
-           "midpoint_step"]
+           "midpoint_step", "traced_guidance"]
 
 
 def naive_step(eps_fn, x, cur, nxt):
@@ -143,3 +143,13 @@ def midpoint_step(v_fn, x, cur, nxt):
     d = nxt.sigma - cur.sigma
     x_mid = x + d / 2 * v_fn(x, cur.sigma)
     return x + d * v_fn(x_mid, cur.sigma + d / 2)
+
+
+def traced_guidance(x, x_next, eps_u, eps_c):
+    """Notebook 13: a DDIM step is x_next = a x + b eps with eps = eps_u + w (eps_c - eps_u), so fitting
+    x_next = A x + B eps_u + C (eps_c - eps_u) over all entries gives B = b, C = b w: w = C / B."""
+    import torch
+
+    X = torch.stack([x.flatten(), eps_u.flatten(), (eps_c - eps_u).flatten()], 1)
+    A, B, C = torch.linalg.lstsq(X, x_next.flatten()[:, None]).solution.flatten().tolist()
+    return C / B

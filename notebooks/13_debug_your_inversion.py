@@ -261,6 +261,36 @@ if HUB_ID:
 else:
     print("HUB_ID is empty: skipping Stable Diffusion (set it on a GPU machine with network access)")
 
+
+# %% [markdown]
+# ## Exercise: the guidance a traced step used
+#
+# The tracer never asks your loop for its guidance scale; it reads it off the numbers. A DDIM step is
+# $x_{\rm next} = a\,x + b\,\epsilon$ with $\epsilon = \epsilon_u + w(\epsilon_c - \epsilon_u)$, so fitting
+# $x_{\rm next} = A\,x + B\,\epsilon_u + C\,(\epsilon_c - \epsilon_u)$ over all entries by least squares gives
+# $B = b$ and $C = b\,w$. Write the fit and return $w$ (`torch.linalg.lstsq` solves it); the check runs it on
+# every step of a DDIM run at $w = 3.7$:
+
+# %%
+def my_traced_guidance(x, x_next, eps_u, eps_c):
+    """The guidance scale of one recorded step, fitted from its states and the network's two outputs."""
+    raise NotImplementedError("your code here")
+
+
+# %%
+from invlab import exercises, solutions
+
+check = exercises.check_traced_guidance(my_traced_guidance)
+traced_guidance = check.pick(my_traced_guidance, solutions.traced_guidance)
+m0 = invlab.load_model("gmm-digits")
+z0 = invlab.noise(m0, 2, seed=cfg.seed, dtype=torch.float64)
+lv = m0.schedule.grid(10).levels
+o = m0.eps(z0, lv[0].label, m0.check_cond(torch.tensor([1, 7]), 2, z0), 5.0)
+from invlab.steps import ddim_step, x0_from_eps
+
+x1 = ddim_step(x0_from_eps(z0, o.eps, lv[0]), o.eps, lv[1])
+print(f"a step taken at w = 5.0 reads as w = {traced_guidance(z0, x1, o.eps_uncond, o.eps_cond):.6f}")
+
 # %% [markdown]
 # ## Questions to try
 #

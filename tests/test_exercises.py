@@ -23,6 +23,7 @@ PAIRS = {
     "edict_inverse": (ex.check_edict_inverse, so.edict_inverse),
     "forward_residual": (ex.check_forward_residual, so.forward_residual),
     "midpoint_step": (ex.check_midpoint_step, so.midpoint_step),
+    "traced_guidance": (ex.check_traced_guidance, so.traced_guidance),
 }
 
 
@@ -195,6 +196,12 @@ def _renoise_current_label(eps_fn, x, cur, nxt, K, rng):
     return so.renoise_step(lambda y, label: eps_fn(y, cur.label), x, cur, nxt, K, rng)
 
 
+def _guidance_separate_columns(x, x_next, eps_u, eps_c):
+    X = torch.stack([x.flatten(), eps_u.flatten(), eps_c.flatten()], 1)
+    _, b, c = torch.linalg.lstsq(X, x_next.flatten()[:, None]).solution.flatten().tolist()
+    return c / b
+
+
 MISTAKES = [
     (ex.check_naive_step, _naive_current_label, "current level's label"),
     (ex.check_naive_step, _naive_wrong_direction, "less noisy level"),
@@ -238,6 +245,9 @@ MISTAKES = [
     (ex.check_midpoint_step, lambda v_fn, x, cur, nxt: x + (nxt.sigma - cur.sigma) * v_fn(x, cur.sigma), "one Euler step"),
     (ex.check_midpoint_step, lambda v_fn, x, cur, nxt: x + (nxt.sigma - cur.sigma) * v_fn(
         x + (nxt.sigma - cur.sigma) / 2 * v_fn(x, cur.sigma), cur.sigma), "sigma_cur's label"),
+    (ex.check_traced_guidance, lambda *a: 1 / so.traced_guidance(*a), "the guidance is C / B"),
+    (ex.check_traced_guidance, _guidance_separate_columns, "separate columns"),
+    (ex.check_traced_guidance, lambda x, x_next, eps_u, eps_c: torch.ones(2), "one number for the step"),
 ]
 
 
