@@ -420,16 +420,24 @@ def round_weights(module: torch.nn.Module, dtype: torch.dtype = torch.float16) -
 
 
 def train_photos(out: Path, cfg: TrainConfig, vae_cfg: VAEConfig,
-                 per_class: int = PHOTOS_CROPS_PER_CLASS) -> dict[str, Any]:
+                 per_class: int = PHOTOS_CROPS_PER_CLASS, vae_from: Path | None = None) -> dict[str, Any]:
     """``photos``: a VAE on RGB 64x64 crops of ten photographs (3x64x64 -> 4x16x16), then a class-conditional
     latent UNet on one fixed posterior sample of each training crop. Both stored in float16 (the VAE is
-    rounded to float16 before the latents are made and the held-out table measured)."""
+    rounded to float16 before the latents are made and the held-out table measured).
+
+    ``vae_from``: a folder holding ``photos_vae.{json,safetensors}`` from an earlier run of this recipe; its
+    VAE is reused (copied into ``out``) and only the UNet is trained. The latents are made exactly as in the
+    full run, so the UNet is the one the full run would train; a VAE trained on other crops is refused."""
+    import shutil
+
     from .photos import PHOTO_CLASSES, heldout_crops, reconstruction_table, train_crops
 
     data, held = train_crops(per_class, seed=cfg.seed), heldout_crops()
-    vae, vlog, _ = train_vae(data.images, held.images, vae_cfg, PHOTOS_VAE, desc="photos vae")
-    round_weights(vae, torch.float16)
-    table = reconstruction_table(lambda x: vae.decode(vae.encode(x).latent_dist.mode()).sample, held)
+    if vae_from is not None:
+        vae, vae_meta = _load_photos_vae(Path(vae_from))
+    else:
+        vae, vlog, _ = train_vae(data.images, held.images, vae_cfg, PHOTOS_VAE, desc="photos vae")
+        round_weights(vae, torch.float16)
     with torch.no_grad():
         gen = torch.Generator().manual_seed(vae_cfg.seed + 2)
         lat = []
@@ -438,35 +446,62 @@ def train_photos(out: Path, cfg: TrainConfig, vae_cfg: VAEConfig,
             lat.append(post.mean + post.std * torch.randn(post.mean.shape, generator=gen))
         lat = torch.cat(lat)
     scaling = float(1.0 / lat.std())
-    print(f"[photos vae] held-out PSNR {table['psnr_db']:.2f} dB, SSIM {table['ssim']:.3f}; latent std "
-          f"{lat.std():.4f} -> scaling_factor {scaling:.5f}", flush=True)
-    vae.register_to_config(scaling_factor=scaling)
     source = (f"invlab.photos.train_crops(per_class={per_class}, seed={cfg.seed}): 64x64 RGB crops of "
               "scikit-image's and scikit-learn's bundled photographs (held-out band excluded)")
-    vae_meta = {
-        "kind": "photos-vae",
-        "vae": {**PHOTOS_VAE, "scaling_factor": scaling},
-        "scaling_factor": scaling,
-        "parameters": sum(p.numel() for p in vae.parameters()),
-        "storage_dtype": "float16",
-        "train": asdict(vae_cfg),
-        "data": source,
-        "loss_every": vae_cfg.log_every,
-        "loss_curve": [round(v, 5) for v in vlog.losses],
-        "final_loss": round(sum(vlog.losses[-5:]) / max(1, len(vlog.losses[-5:])), 5),
-        "heldout": {k: (round(v, 4) if isinstance(v, float) else v) for k, v in table.items() if k != "classes"},
-        "heldout_classes": {c: {k: round(v, 4) for k, v in d.items()} for c, d in table["classes"].items()},
-        "val_psnr_db": round(table["psnr_db"], 2),
-        "seconds": round(vlog.seconds, 1),
-        "torch": torch.__version__,
-    }
-    save_weights(out, "photos_vae", vae, vae_meta, dtype=torch.float16)
+    if vae_from is not None:
+        if abs(scaling / vae_meta["scaling_factor"] - 1) > 1e-6:
+            raise ValueError(f"the VAE in {vae_from} gives scaling factor {scaling:.6f} on these crops, its card says "
+                             f"{vae_meta['scaling_factor']:.6f}: it was trained on other crops or seeds; train it "
+                             "again (drop --vae-from) or pass the --seed and crops it was trained with")
+        if Path(out).resolve() != Path(vae_from).resolve():
+            Path(out).mkdir(parents=True, exist_ok=True)
+            for ext in ("json", "safetensors"):
+                shutil.copyfile(Path(vae_from) / f"photos_vae.{ext}", Path(out) / f"photos_vae.{ext}")
+        print(f"[photos vae] reused from {vae_from}: scaling_factor {scaling:.5f}", flush=True)
+    else:
+        table = reconstruction_table(lambda x: vae.decode(vae.encode(x).latent_dist.mode()).sample, held)
+        print(f"[photos vae] held-out PSNR {table['psnr_db']:.2f} dB, SSIM {table['ssim']:.3f}; latent std "
+              f"{lat.std():.4f} -> scaling_factor {scaling:.5f}", flush=True)
+        vae.register_to_config(scaling_factor=scaling)
+        vae_meta = {
+            "kind": "photos-vae",
+            "vae": {**PHOTOS_VAE, "scaling_factor": scaling},
+            "scaling_factor": scaling,
+            "parameters": sum(p.numel() for p in vae.parameters()),
+            "storage_dtype": "float16",
+            "train": asdict(vae_cfg),
+            "data": source,
+            "loss_every": vae_cfg.log_every,
+            "loss_curve": [round(v, 5) for v in vlog.losses],
+            "final_loss": round(sum(vlog.losses[-5:]) / max(1, len(vlog.losses[-5:])), 5),
+            "heldout": {k: (round(v, 4) if isinstance(v, float) else v) for k, v in table.items() if k != "classes"},
+            "heldout_classes": {c: {k: round(v, 4) for k, v in d.items()} for c, d in table["classes"].items()},
+            "val_psnr_db": round(table["psnr_db"], 2),
+            "seconds": round(vlog.seconds, 1),
+            "torch": torch.__version__,
+        }
+        save_weights(out, "photos_vae", vae, vae_meta, dtype=torch.float16)
     unet, log = train_unet(lat * scaling, data.labels, PHOTOS_UNET, cfg, desc="photos unet")
     meta = _unet_meta("photos", PHOTOS_UNET, cfg, log, sum(p.numel() for p in unet.parameters()),
                       scaling_factor=scaling, vae="photos_vae.json", classes=list(PHOTO_CLASSES),
                       storage_dtype="float16", data=source)
     save_weights(out, "photos_unet", unet, meta, dtype=torch.float16)
     return {"vae": vae_meta, "unet": meta}
+
+
+def _load_photos_vae(folder: Path):
+    """The photos AutoencoderKL (float32) and its card from ``folder/photos_vae.{json,safetensors}``."""
+    from diffusers import AutoencoderKL
+    from safetensors.torch import load_file
+
+    cfg_path, w_path = folder / "photos_vae.json", folder / "photos_vae.safetensors"
+    if not cfg_path.is_file() or not w_path.is_file():
+        raise FileNotFoundError(f"--vae-from {folder}: needs photos_vae.json and photos_vae.safetensors there "
+                                "(written by `python -m invlab.train photos`)")
+    meta = json.loads(cfg_path.read_text())
+    vae = AutoencoderKL(**meta["vae"])
+    vae.load_state_dict({k: v.float() for k, v in load_file(str(w_path)).items()}, strict=True)
+    return vae.eval().requires_grad_(False), meta
 
 
 # ---------------------------------------------------------------------------- CLI
@@ -492,7 +527,11 @@ def main(argv: list[str] | None = None) -> int:
                    help=f"autoencoder steps (digits-latent {v.steps}, photos {PHOTOS_VAE_TRAIN['steps']})")
     p.add_argument("--kl-weight", type=float, default=None,
                    help=f"autoencoder KL weight (digits-latent {v.kl_weight}, photos {PHOTOS_VAE_TRAIN['kl_weight']})")
+    p.add_argument("--vae-from", type=Path, default=None,
+                   help="photos: reuse photos_vae.{json,safetensors} from this folder and train only the UNet")
     a = p.parse_args(argv)
+    if a.vae_from is not None and a.model != "photos":
+        p.error("--vae-from applies to the photos model only")
     unet_d = PHOTOS_TRAIN if a.model == "photos" else {}
     vae_d = PHOTOS_VAE_TRAIN if a.model == "photos" else {}
 
@@ -510,7 +549,7 @@ def main(argv: list[str] | None = None) -> int:
     elif a.model == "digits-flow":
         meta = train_digits_flow(a.out, cfg)
     elif a.model == "photos":
-        meta = train_photos(a.out, cfg, vcfg)["unet"]
+        meta = train_photos(a.out, cfg, vcfg, vae_from=a.vae_from)["unet"]
     else:
         meta = train_digits_latent(a.out, cfg, vcfg)["unet"]
     print(f"done: final loss {meta['final_loss']}, {meta['seconds']:.0f}s -> {a.out}", flush=True)

@@ -76,3 +76,15 @@ def test_training_recipe_in_miniature_writes_a_loadable_float16_model(tmp_path):
     assert model.image_shape == (3, 64, 64) and model.sample_shape == (4, 16, 16) and model.dtype == torch.float32
     z = model.encode(photos.heldout_crops(rows=1, cols=1).images[:2])
     assert z.shape == (2, 4, 16, 16) and model.decode(z).shape == (2, 3, 64, 64)
+    # --vae-from: the VAE is reused and the UNet comes out as the full run's, bit for bit
+    again = tmp_path / "again"
+    train_photos(again, TrainConfig(steps=2, batch_size=4, threads=1), VAEConfig(steps=2, batch_size=4, threads=1),
+                 per_class=2, vae_from=tmp_path)
+    from safetensors.torch import load_file
+
+    a, b = load_file(str(tmp_path / "photos_unet.safetensors")), load_file(str(again / "photos_unet.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert (again / "photos_vae.json").read_text() == (tmp_path / "photos_vae.json").read_text()
+    with pytest.raises(ValueError, match="trained on other crops"):
+        train_photos(tmp_path / "x", TrainConfig(steps=1, batch_size=4, threads=1), VAEConfig(steps=1, threads=1),
+                     per_class=3, vae_from=tmp_path)
