@@ -9,7 +9,7 @@ from typing import Any, Callable
 from ..checks import check_options, unknown
 from .base import PREDICTION_TYPES, Denoiser, EpsOutput
 from .gaussian import GaussianMixture, gaussian_flow_map, gmm_2d, gmm_2d_flow, gmm_digits, gmm_digits_flow
-from .tiny import digits, digits_flow, digits_latent  # tiny.py imports diffusers inside its factories only
+from .tiny import digits, digits_flow, digits_latent, photos  # tiny.py imports diffusers inside its factories only
 
 #: name -> factory(**kwargs) -> Denoiser. Later adapters (trained nets, Stable Diffusion) register here.
 REGISTRY: dict[str, Callable[..., Denoiser]] = {
@@ -20,6 +20,7 @@ REGISTRY: dict[str, Callable[..., Denoiser]] = {
     "digits": digits,
     "digits-latent": digits_latent,
     "digits-flow": digits_flow,
+    "photos": photos,
 }
 
 DEFAULT_MODEL = "gmm-digits"
