@@ -280,7 +280,9 @@ def attack_noise(x: torch.Tensor, std: float = 0.1, seed: int = 0) -> torch.Tens
 
 def attack_blur(x: torch.Tensor, radius: float = 1.0) -> torch.Tensor:
     """Gaussian blur with standard deviation ``radius`` pixels (Pillow's GaussianBlur radius)."""
-    return _pil_map(x, lambda im: im.filter(__import__("PIL.ImageFilter", fromlist=["GaussianBlur"]).GaussianBlur(radius)))
+    from PIL import ImageFilter
+
+    return _pil_map(x, lambda im: im.filter(ImageFilter.GaussianBlur(radius)))
 
 
 def attack_jpeg(x: torch.Tensor, quality: int = 25) -> torch.Tensor:
