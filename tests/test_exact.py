@@ -268,3 +268,48 @@ def test_algorithm_2_reference_preset_equals_the_reference_loop(digits, w):
     old = invlab.invert(digits, x0, 10, "dpmpp2m", "exact", w, COND, preset="reference", rho_first=0.5,
                         rho_last=0.5).final
     assert (old - ref).abs().max() > 1e-4 * ref.abs().max()       # the old rule: 1.6e-3 measured
+
+
+@pytest.mark.parametrize("w", [1.0, 3.0])
+def test_extrapolate_init_same_noise_fewer_or_equal_nfe(digits, w):
+    """issue 15 (4b): init="extrapolate" (eps extrapolated linearly in lambda from the previous two
+    solved levels, 0 NFE) recovers the noise as well as the default "reuse" and spends no more NFE
+    over a 20-step run (measured 110 vs 114 at w = 1, 128 vs 132 at w = 3: small, so `<=`)."""
+    from invlab.metrics import nmse
+
+    z = invlab.noise(digits, 2, seed=3, dtype=torch.float64)
+    x = invlab.sample(digits, z, 20, "ddim", w, COND, hooks=REC).final
+    reuse = invlab.invert(digits, x, 20, "ddim", "exact", w, COND)
+    extra = invlab.invert(digits, x, 20, "ddim", "exact", w, COND, init="extrapolate")
+    assert extra.config["init"] == "extrapolate"
+    assert all(r.extras["converged"] for r in extra.records)
+    e, d = float(nmse(extra.final, z)), float(nmse(reuse.final, z))
+    assert e < 1e-14 and d < 1e-14                     # both at float64 round-off (measured ~3e-17, ~2e-17)
+    assert extra.nfe <= reuse.nfe
+    # the first two steps follow the fallback rules ("naive", then "reuse") and are identical to the default's
+    assert extra.records[0].extras["nfe_init"] == 1 and all(r.extras["nfe_init"] == 0 for r in extra.records[1:])
+    for a, b in zip(extra.records[:2], reuse.records[:2]):
+        assert torch.equal(a.x_next, b.x_next) and a.extras["inner_residuals"] == b.extras["inner_residuals"]
+    # from the third step on, the initial guess is closer: its summed initial residual is well below
+    # the default's (measured ratio 0.33 at w = 1, 0.49 at w = 3)
+    first = [sum(r.extras["inner_residuals"][0] for r in t.records[2:]) for t in (extra, reuse)]
+    assert first[0] < 0.7 * first[1]
+
+
+def test_extrapolate_init_leaves_algorithm_2_steps_alone(digits):
+    """Under DPM-Solver++(2M) only the first-order steps take the init option: every order-2 step
+    (and the first step, where extrapolation falls back to "naive") is identical to the default's."""
+    z = invlab.noise(digits, 2, seed=3, dtype=torch.float64)
+    x = invlab.sample(digits, z, 10, "dpmpp2m", 3.0, COND, hooks=REC).final
+    reuse = invlab.invert(digits, x, 10, "dpmpp2m", "exact", 3.0, COND)
+    extra = invlab.invert(digits, x, 10, "dpmpp2m", "exact", 3.0, COND, init="extrapolate")
+    assert [r.order for r in extra.records] == [1] + [2] * 8 + [1]
+    for a, b in zip(extra.records[:-1], reuse.records[:-1]):
+        assert torch.equal(a.x_next, b.x_next)
+    assert extra.records[-1].extras["converged"]
+
+
+def test_reference_preset_keeps_the_naive_init():
+    assert ExactOptions(preset="reference").init == "naive"
+    assert ExactOptions(preset="reference", init="extrapolate").init == "extrapolate"   # an explicit choice wins
+    assert ExactOptions().init == "reuse"
