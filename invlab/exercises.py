@@ -30,7 +30,7 @@ from .schedules import Level
 __all__ = ["Check", "check_naive_step", "check_ddim_euler_step", "check_local_errors", "check_guided_eps",
            "check_oracle_eta", "check_forward_step_solve", "check_gradient_free_step", "check_eps_from_prediction",
            "check_renoise_step", "check_edict_inverse", "check_forward_residual", "check_midpoint_step",
-           "check_traced_guidance"]
+           "check_traced_guidance", "check_ring_distance"]
 
 STATUSES = ("correct", "wrong", "not written")
 
@@ -755,3 +755,34 @@ def check_traced_guidance(fn: Callable) -> None:
                 raise _Verdict("wrong", f"step {k}: {hint}")
         raise _Verdict("wrong", f"step {k}: got {got:.6g}, the step used w = {want:.6g}; fit x_next on the three "
                                 "columns x, eps_u, eps_c - eps_u (torch.linalg.lstsq) and return C / B")
+
+
+# ------------------------------------------------------------------ 12: the Tree-Ring score
+@_checked("the Tree-Ring detection score", "my_ring_distance")
+def check_ring_distance(fn: Callable) -> None:
+    """``fn(z, key_values, mask) -> (B,)``: per sample, the mean over the mask of |F(z) - K|, where F is the
+    centred (fftshifted) 2-D FFT over the last two axes. Compared with ``invlab.watermark.distance`` on
+    watermarked and clean gmm-digits noises and on a 4-channel latent with its key on channel 0."""
+    from . import watermark as wm
+
+    gen = torch.Generator().manual_seed(12)
+    for shape in ((1, 16, 16), (4, 16, 16)):
+        key = wm.ring_key(shape)
+        z = torch.randn((3, *shape), generator=gen, dtype=torch.float64)
+        z = torch.cat([z, wm.inject(z, key)])
+        want = wm.distance(z, key)
+        got = _call(fn, z.clone(), key.values.clone(), key.mask.clone())
+        m = key.mask
+        f_plain = torch.fft.fft2(z)
+        hints = [
+            ("the spectrum must be centred: apply torch.fft.fftshift over the last two axes (dim=(-2, -1)) after "
+             "fft2, so that the key's rings sit around the middle",
+             lambda: ((f_plain - key.values).abs() * m).flatten(1).sum(1) / m.sum()),
+            ("that is the sum over the mask; take the mean (divide by mask.sum())",
+             lambda: ((wm.spectrum(z) - key.values).abs() * m).flatten(1).sum(1)),
+            ("that averages over every frequency; average over the mask's entries only",
+             lambda: ((wm.spectrum(z) - key.values).abs() * m).flatten(1).mean(1)),
+            ("the distance is complex: take the modulus of the complex difference, not of its real part",
+             lambda: ((wm.spectrum(z) - key.values).real.abs() * m).flatten(1).sum(1) / m.sum()),
+        ]
+        _compare(got, want, f"shape {shape}", hints, rtol=1e-9)

@@ -12,7 +12,7 @@ import torch
 
 __all__ = ["naive_step", "ddim_euler_step", "local_errors", "guided_eps", "oracle_eta", "forward_step_solve",
            "gradient_free_step", "eps_from_prediction", "renoise_step", "edict_inverse", "forward_residual",
-           "midpoint_step", "traced_guidance"]
+           "midpoint_step", "traced_guidance", "ring_distance"]
 
 
 def naive_step(eps_fn, x, cur, nxt):
@@ -153,3 +153,13 @@ def traced_guidance(x, x_next, eps_u, eps_c):
     X = torch.stack([x.flatten(), eps_u.flatten(), (eps_c - eps_u).flatten()], 1)
     A, B, C = torch.linalg.lstsq(X, x_next.flatten()[:, None]).solution.flatten().tolist()
     return C / B
+
+
+def ring_distance(z, key_values, mask):
+    """Notebook 12: Tree-Ring's score, the mean over the key's mask of |F(z) - K| with F the centred 2-D FFT
+    (low frequencies in the middle, where the rings are written)."""
+    import torch
+
+    f = torch.fft.fftshift(torch.fft.fft2(z.to(torch.float64)), dim=(-2, -1))
+    diff = (f - key_values).abs() * mask
+    return diff.flatten(1).sum(1) / mask.sum()

@@ -24,6 +24,7 @@ PAIRS = {
     "forward_residual": (ex.check_forward_residual, so.forward_residual),
     "midpoint_step": (ex.check_midpoint_step, so.midpoint_step),
     "traced_guidance": (ex.check_traced_guidance, so.traced_guidance),
+    "ring_distance": (ex.check_ring_distance, so.ring_distance),
 }
 
 
@@ -248,6 +249,13 @@ MISTAKES = [
     (ex.check_traced_guidance, lambda *a: 1 / so.traced_guidance(*a), "the guidance is C / B"),
     (ex.check_traced_guidance, _guidance_separate_columns, "separate columns"),
     (ex.check_traced_guidance, lambda x, x_next, eps_u, eps_c: torch.ones(2), "one number for the step"),
+    (ex.check_ring_distance, lambda z, k, m: ((torch.fft.fft2(z) - k).abs() * m).flatten(1).sum(1) / m.sum(),
+     "fftshift"),
+    (ex.check_ring_distance, lambda z, k, m: so.ring_distance(z, k, m) * m.sum(), "take the mean"),
+    (ex.check_ring_distance, lambda z, k, m: ((torch.fft.fftshift(torch.fft.fft2(z), dim=(-2, -1)) - k).abs() * m)
+     .flatten(1).mean(1), "mask's entries only"),
+    (ex.check_ring_distance, lambda z, k, m: ((torch.fft.fftshift(torch.fft.fft2(z), dim=(-2, -1)) - k).real.abs()
+                                              * m).flatten(1).sum(1) / m.sum(), "modulus"),
 ]
 
 

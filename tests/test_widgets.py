@@ -90,3 +90,72 @@ def test_method_zoo_explorer_refuses_bad_rows(zoo_rows):
         MethodZooExplorer(list(zoo_rows) + other)
     with pytest.raises(ValueError, match="not in the rows"):
         MethodZooExplorer(zoo_rows, methods=["null-text"])
+
+
+@pytest.fixture(scope="module")
+def edit_rows():
+    """An edit sweep on gmm-digits (float64, closed-form scores): 2 sampled 3s -> 8, 6 steps."""
+    import torch
+
+    from invlab.studies.edit import edit_sweep
+
+    model = invlab.load_model("gmm-digits")
+    x = invlab.sample(model, invlab.noise(model, 2, seed=4, dtype=torch.float64), 6, "ddim", 3.0, 3).final
+    region = torch.zeros(1, 1, 16, 16)
+    region[..., :8] = 1
+    rows = edit_sweep(model, x, 3, 8, region, methods=["naive", "exact"], depths=[0.5, 1.0], steps=6,
+                      ratio_levels=4, ratio_draws=1)
+    return x, region, rows
+
+
+def test_edit_sweep_rows_and_their_tables(edit_rows):
+    from invlab.studies.edit import floor_table, tradeoff_points
+
+    x, region, rows = edit_rows
+    assert len(rows) == 2 * 2 * 2 and all(r["error"] is None for r in rows)
+    for r in rows:
+        assert r["edited"].shape == x.shape and r["recon"].shape == x.shape and r["nfe"] > 0
+        assert r["k"] == (3 if r["depth"] == 0.5 else 6)
+        if r["masked"]:                      # a pixel model's masked background is the source, bit for bit
+            assert r["bg_psnr"] == float("inf")
+    exact = [r for r in rows if r["method"] == "exact"]
+    assert all(r["recon_psnr"] > 100 for r in exact)        # the reconstruction of an exact inversion
+    pts = tradeoff_points(rows)
+    assert set(pts) == {("naive", False), ("naive", True), ("exact", False), ("exact", True)}
+    assert pts[("naive", True)]["bg_psnr"] == [60.0, 60.0] and pts[("naive", False)]["depth"] == [0.5, 1.0]
+    table = floor_table(rows)
+    assert [t["method"] for t in table] == ["exact", "naive"]
+    assert all({"recon_bg_psnr", "edit_bg_psnr", "masked_bg_psnr"} <= set(t) for t in table)
+
+
+def test_edit_sweep_reports_a_refused_mask_as_a_row():
+    import torch
+
+    from invlab.studies.edit import edit_sweep
+
+    model = invlab.load_model("gmm-digits")
+    x = invlab.sample(model, invlab.noise(model, 1, seed=0, dtype=torch.float64), 4, "ddim", 1.0, 3).final
+    region = torch.ones(1, 1, 16, 16)
+    rows = edit_sweep(model, x, 3, 8, region, methods=["algebraic"], depths=[1.0], steps=4, ratio_levels=2,
+                      ratio_draws=1, method_options={"algebraic": {"solver": "edict"}})
+    assert [r["masked"] for r in rows] == [False, True]
+    assert rows[0]["error"] is None and "cannot be used with solver='edict'" in rows[1]["error"]
+
+
+def test_edit_explorer_moves_through_depth_method_and_mask(edit_rows):
+    from invlab.widgets import EditExplorer
+
+    x, region, rows = edit_rows
+    w = EditExplorer(rows, x, region=region)
+    assert w.renders == 1 and w.values == {"method": "naive", "depth": 1.0, "mask": False}
+    assert w.summary[0] == 1.0 and w.summary[1] == 0.0
+    w.controls["mask"].value = True
+    assert w.renders == 2 and w.summary[2] == float("inf")
+    w.controls["depth"].value = 0.5
+    w.controls["method"].value = "exact"
+    by = {(r["method"], r["depth"], r["masked"]): r for r in rows}
+    assert w.summary[0] == 0.5 and w.summary[3] == by[("exact", 0.5, True)]["success"]
+    with pytest.raises(ValueError, match="keep_images=True"):
+        EditExplorer([{k: v for k, v in r.items() if k != "edited"} for r in rows], x)
+    with pytest.raises(ValueError, match="guidances"):
+        EditExplorer(rows + [dict(rows[0], guidance=7.0)], x)

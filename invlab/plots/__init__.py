@@ -11,6 +11,8 @@ from .diagnose import *  # noqa: F401,F403
 from .diagnose import __all__ as _diagnose
 from .diagrams import *  # noqa: F401,F403
 from .diagrams import __all__ as _diagrams
+from .edit import *  # noqa: F401,F403
+from .edit import __all__ as _edit
 from .flowmatch import *  # noqa: F401,F403
 from .flowmatch import __all__ as _flowmatch
 from .flows import *  # noqa: F401,F403
@@ -30,4 +32,4 @@ from .watermark import __all__ as _watermark
 from .zoo import *  # noqa: F401,F403
 from .zoo import __all__ as _zoo
 
-__all__ = [*_bugs, *_core, *_diagnose, *_diagrams, *_flowmatch, *_flows, *_guidance, *_kalman, *_latent, *_reversible, *_solvers, *_watermark, *_zoo]
+__all__ = [*_bugs, *_core, *_diagnose, *_diagrams, *_edit, *_flowmatch, *_flows, *_guidance, *_kalman, *_latent, *_reversible, *_solvers, *_watermark, *_zoo]

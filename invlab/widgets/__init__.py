@@ -2,6 +2,8 @@
 
 from .core import *  # noqa: F401,F403
 from .core import __all__ as _core
+from .edit import *  # noqa: F401,F403
+from .edit import __all__ as _edit
 from .flowmatch import *  # noqa: F401,F403
 from .flowmatch import __all__ as _flowmatch
 from .flows import *  # noqa: F401,F403
@@ -19,4 +21,4 @@ from .solvers import __all__ as _solvers
 from .zoo import *  # noqa: F401,F403
 from .zoo import __all__ as _zoo
 
-__all__ = [*_core, *_flowmatch, *_flows, *_guidance, *_kalman, *_latent, *_reversible, *_solvers, *_zoo]
+__all__ = [*_core, *_edit, *_flowmatch, *_flows, *_guidance, *_kalman, *_latent, *_reversible, *_solvers, *_zoo]
