@@ -143,6 +143,21 @@ def test_detection_study_attacks_latent_models_in_image_space():
     assert rows[0]["attack"] == "blur" and math.isfinite(rows[0]["median_log10_p"])
 
 
+def test_a_latent_detector_sees_the_image_not_the_latent():
+    """On a latent model even attack "none" goes through the autoencoder: the detector gets the encoder's
+    latent of the decoded image, never the sampler's own latent."""
+    from invlab.studies.watermark import _attacked
+
+    latent = invlab.load_model("digits-latent")
+    z = invlab.sample(latent, invlab.noise(latent, 2, seed=0), 5, "ddim", 1.0, [1, 2]).final
+    seen = _attacked(latent, z, "none")
+    assert torch.equal(seen, latent.encode(latent.decode(z).clamp(-1, 1)))
+    assert not torch.equal(seen, z)
+    pixel = invlab.load_model("gmm-digits")
+    x = invlab.noise(pixel, 2, seed=0, dtype=torch.float64)
+    assert _attacked(pixel, x, "none") is x
+
+
 def test_roc_points_and_the_plots(model):
     from invlab import plots
     from invlab.studies.watermark import detection

@@ -16,7 +16,8 @@ Generation is class-conditional at ``guidance`` (as Tree-Ring generates with a p
 detection inverts at guidance 1 without the class (the detector does not know the prompt).
 ``conditional=False`` generates without the class at guidance 1 as well: the detector then inverts the
 very ODE that made the image, which isolates the cost of not knowing the prompt. Attacks act
-on images in [-1, 1] (for latent models: decode, attack, encode).
+on images in [-1, 1]; on latent models the detector always decodes, attacks (or not) and encodes, as a
+real detector sees only the image.
 """
 
 from __future__ import annotations
@@ -56,12 +57,14 @@ def _conds(model, n: int, conditional: bool) -> torch.Tensor | None:
 
 
 def _attacked(model, x: torch.Tensor, name: str) -> torch.Tensor:
-    """``x`` in the model's sample space, attacked in image space."""
-    if name == "none":
-        return x
+    """``x`` in the model's sample space, attacked in image space. On a latent model the detector sees
+    only the image, so every attack, "none" included, goes through decode -> image -> encode (Tree-Ring's
+    detector encodes the image it is given); the autoencoder's round trip is part of what it inverts."""
     if getattr(model, "is_latent", False):
         img = model.decode(x).clamp(-1, 1)
-        return model.encode(wm.attack(img, name))
+        return model.encode(img if name == "none" else wm.attack(img, name))
+    if name == "none":
+        return x
     return wm.attack(x.clamp(-1, 1), name)
 
 
