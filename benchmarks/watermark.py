@@ -26,6 +26,7 @@ from pathlib import Path
 import torch
 
 import invlab
+from invlab import watermark as wm
 from invlab.studies.watermark import PROTOCOLS, classification, detection
 
 
@@ -49,6 +50,7 @@ def main(argv=None) -> int:
     ap.add_argument("--classify-attacks", nargs="+", default=None, help="attacks of the three-key test (default: --attacks)")
     ap.add_argument("--no-baseline", action="store_true", help="skip the generated-without-the-class baseline")
     ap.add_argument("--batch", type=int, default=100)
+    ap.add_argument("--channel", type=int, default=0, help="the keys' latent channel (-1: every channel)")
     a = ap.parse_args(argv)
     torch.set_num_threads(1)
     model = invlab.load_model(a.model)
@@ -61,24 +63,28 @@ def main(argv=None) -> int:
     dtype = torch.float64 if a.model.startswith("gmm") else torch.float32
     t0 = time.perf_counter()
     kw = {"protocols": protocols, "dtype": dtype, "progress": True, "batch": a.batch}
-    det = detection(model, n, a.steps, a.guidance, attacks=attacks, **kw)
-    cls = classification(model, per_key, a.steps, a.guidance, attacks=cls_attacks, **kw)
+    key = wm.ring_key(model.sample_shape, channel=a.channel)
+    det = detection(model, n, a.steps, a.guidance, attacks=attacks, key=key, **kw)
+    cls = classification(model, per_key, a.steps, a.guidance, attacks=cls_attacks, channel=a.channel, **kw)
     for r in det + cls:
         r["generation"] = f"class, w = {a.guidance:g}"
     if not a.no_baseline:   # the baseline: generated without the class at w = 1, as the detector inverts
-        base = detection(model, n, a.steps, attacks=("none",), conditional=False, **kw)
-        base_cls = classification(model, per_key, a.steps, attacks=("none",), conditional=False, **kw)
+        base = detection(model, n, a.steps, attacks=("none",), conditional=False, key=key, **kw)
+        base_cls = classification(model, per_key, a.steps, attacks=("none",), conditional=False, channel=a.channel,
+                                  **kw)
         for r in base + base_cls:
             r["generation"] = "no class, w = 1"
         det, cls = det + base, cls + base_cls
     machine = f"{platform.processor() or platform.machine()}, torch {torch.__version__}, 1 thread"
     out = Path("build" if a.quick else "benchmarks/results")
     out.mkdir(parents=True, exist_ok=True)
-    meta = {"model": a.model, "steps": a.steps, "guidance": a.guidance, "n": n, "per_key": per_key,
+    meta = {"model": a.model, "channel": a.channel, "steps": a.steps, "guidance": a.guidance, "n": n, "per_key": per_key,
             "dtype": str(dtype), "machine": machine, "seconds": round(time.perf_counter() - t0, 1)}
     name = "watermark" if a.model == "gmm-digits" else f"watermark_{a.model}"
+    name += "" if a.channel == 0 else ("_all_channels" if a.channel == -1 else f"_channel{a.channel}")
     (out / f"{name}.json").write_text(json.dumps({"meta": meta, "detection": det, "classification": cls}, indent=1))
-    md = [f"# Tree-Ring on `{a.model}` ({a.steps} steps, generated at w = {a.guidance:g} with the class, detected at "
+    where = "every channel" if a.channel == -1 else f"channel {a.channel}"
+    md = [f"# Tree-Ring on `{a.model}` (key on {where}; {a.steps} steps, generated at w = {a.guidance:g} with the class, detected at "
           f"w = 1 without it; {n} watermarked + {n} clean per cell; {dtype}; {machine}; {meta['seconds']:.0f} s)", "",
           "## Detection (p-value score; auc_l1: the complex-L1 distance as the score)", "",
           _table(det, ["generation", "protocol", "attack", "auc", "tpr_at_1fpr", "auc_l1", "tpr_p01", "fpr_p01", "median_log10_p",

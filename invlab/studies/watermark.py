@@ -133,14 +133,15 @@ def detection(model, n: int = 200, steps: int = 50, guidance: float = 3.0, proto
 def classification(model, per_key: int = 100, steps: int = 50, guidance: float = 3.0,
                    protocols: Sequence[str] = tuple(PROTOCOLS), attacks: Sequence[str] = tuple(wm.ATTACKS),
                    seed: int = 0, batch: int = 100, dtype: torch.dtype = torch.float64,
-                   progress: bool = False, conditional: bool = True) -> list[dict[str, Any]]:
+                   progress: bool = False, conditional: bool = True, channel: int = 0) -> list[dict[str, Any]]:
     """The seed paper's multi-key test: each of ``per_key`` noises carries each of the three constant ring
     keys (:func:`invlab.watermark.constant_keys`); the detector picks the key with the smallest distance.
-    One row per (protocol, attack): ``accuracy`` and the 3x3 ``confusion`` (rows: true key)."""
+    ``channel``: the keys' channel (-1: all channels). One row per (protocol, attack): ``accuracy`` and the 3x3
+    ``confusion`` (rows: true key)."""
     from ..sampling import noise
 
     protocols = _check_protocols(protocols)
-    keys = wm.constant_keys(model.sample_shape)
+    keys = wm.constant_keys(model.sample_shape, channel=channel)
     z = noise(model, per_key, seed=seed, dtype=dtype)
     zw = torch.cat([wm.inject(z, k) for k in keys])
     truth = torch.arange(len(keys)).repeat_interleave(per_key)
