@@ -338,6 +338,8 @@ def check_12(res: dict[str, Any]) -> None:
     assert res["photo_naive_drop"] > 1.0 and abs(res["photo_exact_drop"]) < 0.5
     assert all(edit[k] < rec[k] - 3 for k in edit), (edit, rec)
     assert all(masked[k] > edit[k] + 3 for k in edit), (masked, edit)
+    w_lo, w_hi = min(res["photo_guidances"]), max(res["photo_guidances"])   # the mask's loss grows with w (>= 1.8 dB)
+    assert all(masked[f"{m}/{w_hi:g}"] < masked[f"{m}/{w_lo:g}"] - 0.5 for m in ("naive", "exact")), masked
     # watermark (seed 0 QUICK, 48 + 48 images, 20 steps: flagged at p < 0.01 exact 1.0 / dpm-exact 1.0 vs
     # naive 0.0 / mismatch 0.0; three keys 0.83 vs 0.33; AUC under noise: exact 0.69 vs naive 0.88)
     tpr, fpr, auc = res["wm_tpr_p01"], res["wm_fpr_p01"], res["wm_auc"]
