@@ -67,7 +67,7 @@ def edit_sweep(model, images: torch.Tensor, source: Any, target: Any, region: to
     rows: list[dict[str, Any]] = []
     for method in methods:
         opts = dict(method_options.get(method, {}))
-        solver = "edict" if method == "algebraic" and "solver" not in opts else opts.pop("solver", "ddim")
+        solver = opts.pop("solver", "edict" if method == "algebraic" else "ddim")
         for w in guidances:
             for depth in depths:
                 base = {"method": method, "guidance": float(w), "depth": float(depth), "steps": steps,
